@@ -1,0 +1,36 @@
+# The two commands of the README: `make test` and `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := dev,convert,export,eval,serve,datasets
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-slow demo bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python setup.py constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	# Its declared requirement is the full GPU tensorflow; the client code
+	# only needs the protos, which work with tensorflow-cpu.
+	$(BIN)/pip install --quiet --no-deps "tensorflow-serving-api>=2.21,<2.22"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --durations=15 tests
+
+demo: $(STAMP)
+	$(BIN)/python -m yolor_keras.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m yolor_keras.bench models
+
+clean:
+	rm -rf $(VENV) build *.egg-info
