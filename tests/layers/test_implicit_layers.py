@@ -12,7 +12,7 @@ from yolor_keras.layers import ImplicitMultiply
 
 WEIGHTS_OF_FORM = {
     "vector": ["implicit"],
-    "network": ["prior", "kernel"],
+    "network": ["prior", "projection"],
     "factorization": ["coefficients", "basis"],
 }
 
@@ -53,7 +53,7 @@ def test_network_and_factorization_compute_their_formulas():
     prior = np.arange(5, dtype="float32")
     kernel = np.random.default_rng(3).normal(size=(5, 7)).astype("float32")
     net.prior.assign(prior)
-    net.kernel.assign(kernel)
+    net.projection.assign(kernel)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(net.implicit_vector()), prior @ kernel, rtol=1e-5
     )

@@ -113,8 +113,8 @@ class ImplicitKnowledge(keras.layers.Layer):
             self.prior = self.add_weight(
                 name="prior", shape=(self.prior_dim,), initializer="ones"
             )
-            self.kernel = self.add_weight(
-                name="kernel",
+            self.projection = self.add_weight(
+                name="projection",
                 shape=(self.prior_dim, size),
                 initializer=keras.initializers.RandomNormal(
                     0.0, self.stddev / math.sqrt(self.prior_dim)
@@ -138,7 +138,7 @@ class ImplicitKnowledge(keras.layers.Layer):
         if self.form == "vector":
             return ops.convert_to_tensor(self.implicit)
         if self.form == "network":
-            product = ops.matmul(ops.expand_dims(self.prior, 0), self.kernel)
+            product = ops.matmul(ops.expand_dims(self.prior, 0), self.projection)
         else:
             product = ops.matmul(ops.expand_dims(self.coefficients, 0), self.basis)
         return ops.squeeze(product, 0) + self.mean
