@@ -41,7 +41,7 @@ def test_unknown_keys_and_wrong_types_name_the_field(tmp_path):
         recipe_from_dict({"optimizer": {"lr_zero": 0.1}}, source="r.yaml")
     with pytest.raises(ValueError, match=r"r.yaml: `train.epochs` must be int"):
         recipe_from_dict({"train": {"epochs": "ten"}}, source="r.yaml")
-    with pytest.raises(ValueError, match=r"augment.mosaic is a probability"):
+    with pytest.raises(ValueError, match=r"r.yaml: section `augment`.*'mosaic' is a probability"):
         recipe_from_dict({"augment": {"mosaic": 2.0}}, source="r.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2")

@@ -10,6 +10,8 @@ import pathlib
 
 import yaml
 
+from yolor_keras.data.recipe import AugmentationRecipe
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -46,29 +48,13 @@ class LossConfig:
 
 
 @dataclasses.dataclass
-class AugmentConfig:
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    degrees: float = 0.0
-    translate: float = 0.5
-    scale: float = 0.5
-    shear: float = 0.0
-    perspective: float = 0.0
-    flipud: float = 0.0
-    fliplr: float = 0.5
-    mosaic: float = 1.0
-    mixup: float = 0.0
-
-
-@dataclasses.dataclass
 class Recipe:
     """A full training recipe (defaults: the official hyp.scratch.1280)."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    augment: AugmentationRecipe = dataclasses.field(default_factory=AugmentationRecipe)
 
     @property
     def hyp(self):
@@ -91,7 +77,7 @@ _SECTIONS = {
     "train": TrainConfig,
     "optimizer": OptimizerConfig,
     "loss": LossConfig,
-    "augment": AugmentConfig,
+    "augment": AugmentationRecipe,
 }
 
 
@@ -135,12 +121,15 @@ def recipe_from_dict(data, source="<recipe>"):
                 f"known keys: {sorted(fields)}."
             )
         types = {"int": int, "float": float, "bool": bool, "str": str}
-        sections[name] = cls(
-            **{
-                key: _coerce(source, name, key, value, types.get(fields[key], fields[key]))
-                for key, value in values.items()
-            }
-        )
+        try:
+            sections[name] = cls(
+                **{
+                    key: _coerce(source, name, key, value, types.get(fields[key], fields[key]))
+                    for key, value in values.items()
+                }
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: section `{name}`: {error}") from None
     recipe = Recipe(**sections)
     _validate(recipe, source)
     return recipe
@@ -155,9 +144,6 @@ def _validate(recipe, source):
         (0 < recipe.optimizer.lrf <= 1, "optimizer.lrf must be in (0, 1]"),
         (recipe.loss.anchor_t > 1, "loss.anchor_t must be > 1"),
     ]
-    for name in ("flipud", "fliplr", "mosaic", "mixup"):
-        value = getattr(recipe.augment, name)
-        checks.append((0 <= value <= 1, f"augment.{name} is a probability in [0, 1]"))
     for ok, message in checks:
         if not ok:
             raise ValueError(f"{source}: {message}.")
