@@ -96,7 +96,8 @@ class COCOEvaluationCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         last_epoch = self.params.get("epochs") if self.params else None
-        if (epoch + 1) % self.interval and epoch + 1 != last_epoch:
+        stopping = getattr(self.model, "stop_training", False)
+        if (epoch + 1) % self.interval and epoch + 1 != last_epoch and not stopping:
             return
         from yolor_keras.evaluation.evaluate_detector import evaluate_detector
 
@@ -108,3 +109,30 @@ class COCOEvaluationCallback(keras.callbacks.Callback):
             logs["val_mAP50"] = metrics["mAP50"]
         if self.verbose:
             print(f"Epoch {epoch + 1}: val mAP@.5:.95 {metrics['mAP']:.4f}, mAP@.5 {metrics['mAP50']:.4f}")
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch past a time budget.
+
+    Place it before `COCOEvaluationCallback`, which then evaluates that last
+    epoch.
+
+    Args:
+        minutes: the budget, counted from the start of `fit`.
+    """
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = float(minutes) * 60.0
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training = True

@@ -92,3 +92,19 @@ def enable_multi_worker_fit():
     tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
     tf_trainer._yolor_multi_worker_patched = True
     return True
+
+
+def use_synchronized_batchnorm(model, enabled=True):
+    """Makes every BatchNormalization in ``model`` average its batch statistics
+    over all replicas (or stop doing so).
+
+    Keras reads the flag at call time, so it can be switched on an existing
+    model before `fit` traces it. Synchronized statistics make a step on N
+    replicas equal a step on one device with the same global batch.
+    """
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(enabled)
+            count += 1
+    return count

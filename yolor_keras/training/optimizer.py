@@ -177,7 +177,8 @@ def build_optimizer(recipe, steps_per_epoch, epochs, batch_size, nominal_batch_s
     Args:
         recipe: a mapping with the official hyperparameter keys (``lr0``,
             ``lrf``, ``momentum``, ``weight_decay``, ``warmup_epochs``,
-            ``warmup_momentum``, ``warmup_bias_lr``).
+            ``warmup_momentum``, ``warmup_bias_lr``; optional
+            ``warmup_min_steps``, the official 1000 by default).
         steps_per_epoch: batches per epoch.
         epochs: total epochs.
         batch_size: global batch size.
@@ -186,7 +187,8 @@ def build_optimizer(recipe, steps_per_epoch, epochs, batch_size, nominal_batch_s
             scaled by the ratio as the official code does.
     """
     accumulate = max(round(nominal_batch_size / batch_size), 1)
-    warmup = max(int(round(recipe["warmup_epochs"] * steps_per_epoch)), 1000)
+    minimum = recipe.get("warmup_min_steps", 1000)
+    warmup = max(int(round(recipe["warmup_epochs"] * steps_per_epoch)), minimum)
     if recipe["warmup_epochs"] <= 0:
         warmup = 0
     weights_lr = YOLORLearningRate(

@@ -33,6 +33,7 @@ class OptimizerConfig:
     warmup_epochs: float = 3.0
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
+    warmup_min_steps: int = 1000
     ema_decay: float = 0.9999
 
 

@@ -15,6 +15,7 @@ from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training.callbacks import CHECKPOINT_NAME
 from yolor_keras.training.callbacks import COCOEvaluationCallback
 from yolor_keras.training.callbacks import EpochCheckpoint
+from yolor_keras.training.callbacks import TimeLimit
 from yolor_keras.training.callbacks import atomic_write
 from yolor_keras.training.callbacks import read_state
 from yolor_keras.training.distribute import is_chief
@@ -71,6 +72,7 @@ def train(
     cache=True,
     seed=0,
     steps_per_epoch=None,
+    time_limit_minutes=None,
     verbose=1,
 ):
     """Trains a YOLOR detector with `model.fit` by a recipe.
@@ -95,6 +97,8 @@ def train(
         cache: cache decoded images in memory.
         seed: data seed.
         steps_per_epoch: limit batches per epoch (quick runs).
+        time_limit_minutes: stop after the first epoch past this budget
+            (then evaluate and save as after the last epoch).
         verbose: Keras `fit` verbosity.
 
     Returns:
@@ -179,9 +183,14 @@ def train(
             )
             task.compile(optimizer=optimizer)
 
-    callbacks = [EpochCheckpoint(out_dir)]
+    # Order matters: the time limit decides whether this epoch is the last,
+    # evaluation adds val_mAP to the logs, then the checkpoint and CSV see them.
+    callbacks = []
+    if time_limit_minutes is not None:
+        callbacks.append(TimeLimit(time_limit_minutes))
     if evaluation is not None:
         callbacks.append(evaluation)
+    callbacks.append(EpochCheckpoint(out_dir))
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "results.csv"), append=resume))
     os.makedirs(out_dir, exist_ok=True)
     if steps_per_epoch is not None:
