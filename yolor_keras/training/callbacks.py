@@ -42,7 +42,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """Saves the task (weights, optimizer and EMA state) after every epoch.
 
     ``last.keras`` holds everything `--resume` needs; ``state.json`` records
-    the epoch and optimizer step it was taken at and the epoch's logs. Both
+    the epoch, the batch step and the optimizer update count it was taken at,
+    and the epoch's logs. Both
     are written to a temporary file and renamed, so a killed run never leaves
     a half-written checkpoint. Only the chief worker writes.
 
@@ -60,9 +61,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         atomic_write(os.path.join(self.directory, CHECKPOINT_NAME), self.model.save)
         optimizer = self.model.optimizer
+        # `iterations` counts optimizer updates; with gradient accumulation
+        # the batch counter (what the schedules run on) is `_iterations`.
+        batches = getattr(optimizer, "_iterations", optimizer.iterations)
         state = {
             "epoch": epoch + 1,
-            "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
+            "step": int(keras.ops.convert_to_numpy(batches)),
+            "updates": int(keras.ops.convert_to_numpy(optimizer.iterations)),
             "logs": {key: float(value) for key, value in (logs or {}).items()},
         }
 

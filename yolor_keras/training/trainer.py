@@ -150,7 +150,7 @@ def train(
             task = keras.saving.load_model(checkpoint)
             initial_epoch = state["epoch"]
             if verbose:
-                print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['iterations']}.")
+                print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['step']}.")
         else:
             if weights is not None:
                 detector = keras.saving.load_model(weights, compile=False)

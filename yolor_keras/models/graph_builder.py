@@ -1,0 +1,184 @@
+"""Builds Keras layers from `graph_plan` nodes, in training or deploy form.
+
+Training form is the official computation: conv -> BatchNorm -> SiLU, and
+heads with their implicit layers. Deploy form is the same graph with every
+BatchNorm folded into its conv (the conv gains a bias), the implicit layers
+folded into the head's 1x1 conv, and the few BatchNorms that have no conv to
+fold into replaced by a fixed `ChannelAffine`. `fold_steps` lists, for each
+deploy layer, which training layers its weights come from (by official
+module path; `graph_plan.keras_name` gives the layer names).
+"""
+
+import keras
+
+from yolor_keras.layers import ImplicitAdd
+from yolor_keras.layers import ImplicitMultiply
+from yolor_keras.models.anchor_split import AnchorSplit
+from yolor_keras.models.channel_affine import ChannelAffine
+from yolor_keras.models.graph_plan import keras_name
+from yolor_keras.models.reorg import ReOrg
+
+# PyTorch's BatchNorm momentum 0.03 (both branches) is Keras' 0.97.
+BATCHNORM_MOMENTUM = 0.97
+
+
+def _conv(node, inputs, bn_epsilon, deploy):
+    x = inputs[0]
+    kernel, stride = node["kernel"], node["stride"]
+    padding = "valid"
+    if kernel > 1:
+        if stride == 1 and kernel % 2 == 1:
+            # Stride 1, odd kernel: "same" pads kernel // 2 on every side,
+            # exactly like PyTorch, without a separate pad op.
+            padding = "same"
+        else:
+            # "same" would pad only bottom/right here; PyTorch pads all sides.
+            x = keras.layers.ZeroPadding2D(kernel // 2, name=keras_name(node["pad_name"]))(x)
+    has_bn = node["bn_name"] is not None
+    x = keras.layers.Conv2D(
+        node["filters"],
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=node["bias"] or (deploy and has_bn),
+        name=keras_name(node["conv_name"]),
+    )(x)
+    if has_bn and not deploy:
+        x = keras.layers.BatchNormalization(
+            epsilon=bn_epsilon, momentum=BATCHNORM_MOMENTUM, name=keras_name(node["bn_name"])
+        )(x)
+    if node["act_name"]:
+        x = keras.layers.Activation("silu", name=keras_name(node["act_name"]))(x)
+    return x
+
+
+def _bn_act(node, inputs, bn_epsilon, deploy):
+    if deploy:
+        x = ChannelAffine(name=keras_name(node["bn_name"]))(inputs[0])
+    else:
+        x = keras.layers.BatchNormalization(
+            epsilon=bn_epsilon, momentum=BATCHNORM_MOMENTUM, name=keras_name(node["bn_name"])
+        )(inputs[0])
+    return keras.layers.Activation("silu", name=keras_name(node["act_name"]))(x)
+
+
+def _concat(node, inputs, bn_epsilon, deploy):
+    return keras.layers.Concatenate(axis=-1, name=keras_name(node["name"]))(inputs)
+
+
+def _add(node, inputs, bn_epsilon, deploy):
+    return keras.layers.Add(name=keras_name(node["name"]))(inputs)
+
+
+def _maxpool(node, inputs, bn_epsilon, deploy):
+    size, stride = node["size"], node["stride"]
+    if stride == 1:
+        # Stride 1 with PyTorch's padding size // 2 (odd sizes): "same" pads
+        # with -inf, which never wins the max, just like PyTorch's padding.
+        padding = "same"
+    elif stride == size:
+        padding = "valid"
+    else:
+        raise ValueError(
+            f"Node {node['id']}: max-pool size {size} with stride {stride} is not supported."
+        )
+    return keras.layers.MaxPooling2D(
+        size, strides=stride, padding=padding, name=keras_name(node["name"])
+    )(inputs[0])
+
+
+def _upsample(node, inputs, bn_epsilon, deploy):
+    return keras.layers.UpSampling2D(2, interpolation="nearest", name=keras_name(node["name"]))(
+        inputs[0]
+    )
+
+
+def _reorg(node, inputs, bn_epsilon, deploy):
+    return ReOrg(name=keras_name(node["name"]))(inputs[0])
+
+
+def _alias(node, inputs, bn_epsilon, deploy):
+    return inputs[0]
+
+
+_BUILDERS = {
+    "conv": _conv,
+    "bn_act": _bn_act,
+    "concat": _concat,
+    "add": _add,
+    "maxpool": _maxpool,
+    "upsample": _upsample,
+    "reorg": _reorg,
+    "alias": _alias,
+}
+
+
+def build_nodes(nodes, tensors, *, bn_epsilon, deploy=False):
+    """Applies ``nodes`` in order; ``tensors`` maps node id -> tensor and is updated.
+
+    Args:
+        nodes: `graph_plan` nodes in topological order.
+        tensors: the already available tensors by node id (the inputs).
+        bn_epsilon: BatchNorm epsilon.
+        deploy: build the deploy form (no BatchNorm).
+
+    Returns:
+        ``tensors``, now holding every node's output too.
+    """
+    for node in nodes:
+        inputs = [tensors[i] for i in node["inputs"]]
+        tensors[node["id"]] = _BUILDERS[node["op"]](node, inputs, bn_epsilon, deploy)
+    return tensors
+
+
+def build_head_level(head_level, features, *, num_classes, bn_epsilon, deploy=False):
+    """Builds one detection level and returns its raw (B, H, W, A, 5 + C) tensor."""
+    x = _conv(head_level.conv, [features], bn_epsilon, deploy)
+    num_anchors = len(head_level.anchors)
+    if not deploy:
+        x = ImplicitAdd(name=keras_name(head_level.implicit_add_name))(x)
+    x = keras.layers.Conv2D(
+        num_anchors * (5 + num_classes),
+        1,
+        use_bias=True,
+        name=keras_name(head_level.output_conv_name),
+    )(x)
+    if not deploy:
+        x = ImplicitMultiply(name=keras_name(head_level.implicit_multiply_name))(x)
+    return AnchorSplit(num_anchors, name=f"{head_level.level}_raw")(x)
+
+
+def fold_steps(nodes):
+    """Lists how each weighted deploy layer of ``nodes`` gets its weights.
+
+    Returns:
+        A list of tuples: ``("conv_bn", conv, bn)`` for a conv with BatchNorm,
+        ``("copy", conv)`` for a conv without, and ``("bn_affine", bn)`` for a
+        standalone BatchNorm that becomes a `ChannelAffine`.
+    """
+    steps = []
+    for node in nodes:
+        if node["op"] == "conv":
+            if node["bn_name"] is None:
+                steps.append(("copy", node["conv_name"]))
+            else:
+                steps.append(("conv_bn", node["conv_name"], node["bn_name"]))
+        elif node["op"] == "bn_act":
+            steps.append(("bn_affine", node["bn_name"]))
+    return steps
+
+
+def head_fold_steps(head_levels):
+    """`fold_steps` for the heads: the 3x3 conv+BN, then the implicit 1x1 conv."""
+    steps = []
+    for head_level in head_levels:
+        steps.extend(fold_steps([head_level.conv]))
+        steps.append(
+            (
+                "implicit_conv",
+                head_level.output_conv_name,
+                head_level.implicit_add_name,
+                head_level.implicit_multiply_name,
+            )
+        )
+    return steps
