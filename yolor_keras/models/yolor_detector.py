@@ -34,6 +34,8 @@ class YOLORDetector(keras.Model):
         deploy: build the deploy form: BatchNorm and implicit layers folded
             into the convolutions. Use `yolor_keras.export.fold` to obtain
             one with weights from a trained model.
+        class_names: optional list of ``num_classes`` names, saved with the
+            model so that predictions can be labelled after loading.
         **kwargs: standard `keras.Model` arguments.
 
     Attributes:
@@ -58,8 +60,13 @@ class YOLORDetector(keras.Model):
         depth_multiplier=1.0,
         image_size=None,
         deploy=False,
+        class_names=None,
         **kwargs,
     ):
+        if class_names is not None and len(class_names) != int(num_classes):
+            raise ValueError(
+                f"`class_names` has {len(class_names)} names but `num_classes` is {num_classes}."
+            )
         # === Parts ===
         plan = make_plan(architecture, num_classes, width_multiplier, depth_multiplier)
         backbone = YOLORBackbone(
@@ -86,6 +93,7 @@ class YOLORDetector(keras.Model):
         self.depth_multiplier = float(depth_multiplier)
         self.image_size = image_size
         self.deploy = bool(deploy)
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.branch = plan.branch
         self.strides = [level.stride for level in plan.head_levels]
         self.anchors = np.array([level.anchors for level in plan.head_levels], "float32")
@@ -145,6 +153,7 @@ class YOLORDetector(keras.Model):
             "depth_multiplier": self.depth_multiplier,
             "image_size": plain_copy(self.image_size),
             "deploy": self.deploy,
+            "class_names": self.class_names,
             "name": self.name,
             "trainable": self.trainable,
         }

@@ -162,6 +162,7 @@ def train(
                     num_classes=train_info.num_classes,
                     width_multiplier=width_multiplier,
                     depth_multiplier=depth_multiplier,
+                    class_names=list(train_info.class_names),
                 )
             if detector.num_classes != train_info.num_classes:
                 raise ValueError(
