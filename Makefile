@@ -21,7 +21,8 @@ $(STAMP): $(BIN)/python setup.py constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20 tests
+	$(BIN)/python -m pytest -q --nbmake recipes/notebooks
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=15 tests
