@@ -86,3 +86,25 @@ def test_alpha_is_a_constant_for_the_gradient():
         value = complete_iou(box1, [[2.0, 1.0, 2.0, 2.0]])
     grad = tape.gradient(value, box1).numpy()[0]
     assert grad[2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_graph_gradient_stays_finite_for_a_collapsed_prediction():
+    """A prediction whose height rounds to ~0 (sigmoid of a very negative logit)
+    once gave NaN gradients inside tf.function (not eagerly)."""
+    import tensorflow as tf
+
+    raw = tf.constant([[0.679799, 3.9910297, -7.3529, -9.046487]], tf.float32)
+    anchor = tf.constant([[1.5, 2.0]])
+    target = tf.constant([[0.4544406, 0.70355797, 2.9088812, 2.592884]])
+
+    def gradient(raw):
+        with tf.GradientTape() as tape:
+            tape.watch(raw)
+            xy = tf.sigmoid(raw[:, :2]) * 2.0 - 0.5
+            wh = (tf.sigmoid(raw[:, 2:]) * 2.0) ** 2 * anchor
+            loss = tf.reduce_sum(1.0 - complete_iou(tf.concat([xy, wh], -1), target))
+        return tape.gradient(loss, raw)
+
+    eager, graph = gradient(raw).numpy(), tf.function(gradient)(raw).numpy()
+    assert np.isfinite(graph).all(), graph
+    np.testing.assert_allclose(graph[:, :2], eager[:, :2], rtol=1e-3)

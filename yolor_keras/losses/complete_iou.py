@@ -60,7 +60,10 @@ def complete_iou(boxes1, boxes2, eps=1e-9):
         (left2 + right2 - left1 - right1) ** 2 + (top2 + bottom2 - top1 - bottom1) ** 2
     ) / 4.0
 
-    aspect = (4.0 / math.pi**2) * (ops.arctan(width2 / height2) - ops.arctan(width1 / height1)) ** 2
+    # atan2(w, h) is atan(w / h) for h > 0, with a gradient that stays finite
+    # when a predicted height collapses to ~eps; TensorFlow's graph rewrites
+    # of the w / h gradient turned such cases into NaN.
+    aspect = (4.0 / math.pi**2) * (ops.arctan2(width2, height2) - ops.arctan2(width1, height1)) ** 2
     # For identical boxes in float32, 1 + eps rounds to 1 and this is 0 / 0
     # (NaN in the official code); the aspect term is 0 there anyway.
     alpha = ops.stop_gradient(ops.divide_no_nan(aspect, (1.0 + eps) - iou + aspect))
