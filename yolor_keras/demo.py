@@ -28,13 +28,13 @@ DEMO_RECIPE = {
     "train": {
         "model": "yolor_p6",
         "image_size": 256,
-        "epochs": 40,
+        "epochs": 24,
         "batch_size": 16,
         "nominal_batch_size": 16,
-        "eval_interval": 10,
+        "eval_interval": 6,
     },
     "optimizer": {"warmup_epochs": 1.0, "warmup_min_steps": 30},
-    "augment": {"translate": 0.1, "scale": 0.5, "mosaic": 1.0},
+    "augment": {"translate": 0.1, "scale": 0.3, "mosaic": 0.5},
 }
 DEMO_MODEL = {"width_multiplier": 0.25, "depth_multiplier": 0.33}
 DEMO_DATA = {"num_train": 480, "num_val": 96, "image_size": 256, "seed": 0}
