@@ -20,6 +20,7 @@ from yolor_keras.training.callbacks import atomic_write
 from yolor_keras.training.callbacks import read_state
 from yolor_keras.training.distribute import is_chief
 from yolor_keras.training.distribute import select_strategy
+from yolor_keras.training.distribute import use_synchronized_batchnorm
 from yolor_keras.training.ema import ema_weights
 from yolor_keras.training.optimizer import build_optimizer
 from yolor_keras.training.recipe import Recipe
@@ -183,6 +184,9 @@ def train(
                 nominal_batch_size=settings.nominal_batch_size,
             )
             task.compile(optimizer=optimizer)
+        if strategy.num_replicas_in_sync > 1:
+            # Statistics over the global batch, as one device would see it.
+            use_synchronized_batchnorm(task, True)
 
     # Order matters: the time limit decides whether this epoch is the last,
     # evaluation adds val_mAP to the logs, then the checkpoint and CSV see them.
@@ -217,7 +221,12 @@ def train(
 
 
 def save_ema_detector(task, path):
-    """Saves ``task``'s detector with its EMA weights (what is deployed)."""
+    """Saves ``task``'s detector with its EMA weights (what is deployed).
+
+    BatchNorm synchronisation is a training-time TensorFlow setting; the
+    saved detector has it off so that it loads on any backend.
+    """
+    use_synchronized_batchnorm(task, False)
     with ema_weights(task):
         atomic_write(path, task.detector.save)
     return path
