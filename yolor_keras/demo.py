@@ -28,12 +28,12 @@ DEMO_RECIPE = {
     "train": {
         "model": "yolor_p6",
         "image_size": 256,
-        "epochs": 24,
+        "epochs": 40,
         "batch_size": 16,
         "nominal_batch_size": 16,
-        "eval_interval": 6,
+        "eval_interval": 10,
     },
-    "optimizer": {"warmup_epochs": 1.0, "warmup_min_steps": 30},
+    "optimizer": {"lr0": 0.02, "warmup_epochs": 1.0, "warmup_min_steps": 30},
     "augment": {"translate": 0.1, "scale": 0.3, "mosaic": 0.5},
 }
 DEMO_MODEL = {"width_multiplier": 0.25, "depth_multiplier": 0.33}
