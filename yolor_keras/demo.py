@@ -125,7 +125,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", help="an official yolor_p6 checkpoint to convert")
     parser.add_argument("--out", default="demo_output")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training time budget")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time budget")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-deploy", action="store_true")
     args = parser.parse_args(argv)
