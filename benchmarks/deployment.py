@@ -1,0 +1,222 @@
+"""Latency of every deployment format, batch 1, on this machine's CPU.
+
+For each model (default: yolor_p6 and yolor_csp at 640, randomly
+initialised, 80 classes) it exports the folded model to each format and
+times one letterboxed image through network + decoding + NMS:
+
+- Keras: `Predictor.detect_letterboxed`, one compiled `tf.function`
+  (training form, and the folded deploy form);
+- SavedModel: the ``predict_images`` signature (uint8 pixels in) and the
+  ``serving_default`` signature (a JPEG in, decoded in the graph);
+- TFLite float32 / float16 / int8 with the LiteRT runtime;
+- ONNX Runtime (the file with NMS inside).
+
+It prints a Markdown table of the median and best wall time, the CPU time,
+and each format's ratio to the Keras (training form) number, and writes the
+numbers as JSON. Each model runs in its own process.
+
+Usage: ``python benchmarks/deployment.py [--models yolor_p6 yolor_csp]
+[--image-size 640] [--repeats 10] [--out runs/benchmarks]``
+"""
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CALIBRATION_IMAGES = 8
+
+
+def median_seconds(function, repeats, warmup=2):
+    """Times `function()` over `repeats` calls after `warmup`.
+
+    Returns:
+        `(median wall, best wall, median CPU)` seconds per call. The CPU
+        time (all threads of this process) is the least disturbed by other
+        processes on a shared machine; on an idle machine with T busy
+        threads, wall time is about CPU time / T.
+    """
+    for _ in range(warmup):
+        function()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        function()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return statistics.median(walls), min(walls), statistics.median(cpus)
+
+
+def synthetic_images(count, size, seed=0):
+    """Coloured shapes on a gradient, as uint8 arrays (calibration and input)."""
+    from PIL import Image
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        height, width = (int(side) for side in rng.integers(size // 2, size + size // 2, 2))
+        ys, xs = np.mgrid[0:height, 0:width]
+        background = np.stack([xs * 200 / width, ys * 200 / height, np.full_like(xs, 90)], -1)
+        image = Image.fromarray(background.astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            x1, y1 = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 40))
+            x2, y2 = x1 + int(rng.integers(20, width // 3)), y1 + int(rng.integers(20, height // 3))
+            draw.rectangle([x1, y1, x2, y2], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        images.append(np.asarray(image))
+    return images
+
+
+def benchmark_model(name, image_size, repeats, out_dir, threads):
+    import tensorflow as tf
+
+    from yolor_keras.export import LiteRTPredictor
+    from yolor_keras.export import ONNXPredictor
+    from yolor_keras.export import export_onnx
+    from yolor_keras.export import export_saved_model
+    from yolor_keras.export import export_tflite
+    from yolor_keras.export import fold
+    from yolor_keras.inference import Predictor
+    from yolor_keras.models import YOLORDetector
+
+    print(f"\n== {name} @ {image_size} ==", flush=True)
+    detector = YOLORDetector.from_preset(name, num_classes=80)
+    folded = fold(detector)
+    # Exports take the folded model (a training-form one would be folded
+    # again for each). ONNX goes first: tf2onnx needs the most memory
+    # (about 14 GB for yolor_csp), and TensorFlow never gives back what the
+    # other formats took.
+    onnx_path = os.path.join(out_dir, f"{name}_nms.onnx")
+    started = time.perf_counter()
+    export_onnx(folded, onnx_path, image_size=image_size, nms=True)
+    print(f"(ONNX export {time.perf_counter() - started:.0f} s)", flush=True)
+    image = synthetic_images(1, image_size, seed=123)[0]
+    keras_predictor = Predictor(detector, image_size=image_size, max_detections=100)
+    letterboxed = keras_predictor.letterbox(image)[0][None]
+    pixels = tf.constant(np.asarray(tf.image.resize(image, [image_size, image_size]), np.uint8)[None])
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=90)
+    jpeg = tf.constant([buffer.getvalue()])
+
+    rows = {}
+
+    def record(label, timing):
+        rows[label] = timing
+        median, best, cpu = (seconds * 1000 for seconds in timing)
+        print(f"{label:<34} {median:8.1f} ms (best {best:.1f} ms, CPU {cpu:.1f} ms)", flush=True)
+
+    batch = tf.constant(letterboxed)
+    record("Keras tf.function", median_seconds(lambda: keras_predictor.detect_letterboxed(batch), repeats))
+    folded_predictor = Predictor(folded, image_size=image_size, max_detections=100)
+    record(
+        "Keras tf.function, folded",
+        median_seconds(lambda: folded_predictor.detect_letterboxed(batch), repeats),
+    )
+
+    export_dir = os.path.join(out_dir, "saved_models", name, "1")
+    started = time.perf_counter()
+    export_saved_model(folded, export_dir, image_size=image_size, overwrite=True)
+    print(f"(SavedModel export {time.perf_counter() - started:.0f} s)", flush=True)
+    loaded = tf.saved_model.load(export_dir)
+    predict_images = loaded.signatures["predict_images"]
+    serving_default = loaded.signatures["serving_default"]
+    record("SavedModel predict_images", median_seconds(lambda: predict_images(images=pixels), repeats))
+    record("SavedModel serving_default (JPEG)", median_seconds(lambda: serving_default(images=jpeg), repeats))
+
+    calibration = synthetic_images(CALIBRATION_IMAGES, image_size, seed=7)
+    for quantize in ("none", "fp16", "int8"):
+        path = os.path.join(out_dir, f"{name}_{quantize}.tflite")
+        started = time.perf_counter()
+        export_tflite(
+            folded,
+            path,
+            image_size=image_size,
+            quantize=quantize,
+            representative_images=calibration if quantize == "int8" else None,
+        )
+        print(f"(TFLite {quantize} export {time.perf_counter() - started:.0f} s, "
+              f"{os.path.getsize(path) / 1e6:.1f} MB)", flush=True)
+        runner = LiteRTPredictor(path, num_threads=threads)
+        label = {"none": "TFLite float32", "fp16": "TFLite float16", "int8": "TFLite int8"}[quantize]
+        record(
+            label,
+            median_seconds(lambda runner=runner: runner.detect_letterboxed_batch(letterboxed), repeats),
+        )
+        del runner
+
+    onnx_predictor = ONNXPredictor(onnx_path)
+    record(
+        "ONNX Runtime",
+        median_seconds(lambda: onnx_predictor.detect_letterboxed_batch(letterboxed), repeats),
+    )
+    return rows
+
+
+def markdown_table(results, image_size):
+    lines = []
+    for name, rows in results.items():
+        base_median, base_best, base_cpu = rows["Keras tf.function"]
+        lines.append(f"\n**{name} @ {image_size}, batch 1** (per image)\n")
+        lines.append("| format | median wall | best wall | CPU time | vs Keras (wall) | vs Keras (CPU) |")
+        lines.append("|---|---|---|---|---|---|")
+        for label, (median, best, cpu) in rows.items():
+            lines.append(
+                f"| {label} | {median * 1000:.0f} ms | {best * 1000:.0f} ms | {cpu * 1000:.0f} ms "
+                f"| {median / base_median:.2f}x | {cpu / base_cpu:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["yolor_p6", "yolor_csp"])
+    parser.add_argument("--image-size", type=int, default=640)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT threads.")
+    parser.add_argument("--out", default=os.path.join("runs", "benchmarks"))
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    if len(args.models) > 1:
+        # One process per model: a full-size model, its exports and their
+        # converters hold many GB, which only a process exit gives back.
+        for name in args.models:
+            command = [sys.executable, os.path.abspath(__file__), "--models", name]
+            command += ["--image-size", str(args.image_size), "--repeats", str(args.repeats)]
+            command += ["--threads", str(args.threads), "--out", args.out]
+            subprocess.run(command, check=True)
+        results = {}
+        for name in args.models:
+            with open(_result_path(args.out, name, args.image_size)) as file:
+                results[name] = json.load(file)
+    else:
+        import tensorflow as tf
+
+        print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores", flush=True)
+        [name] = args.models
+        rows = benchmark_model(name, args.image_size, args.repeats, args.out, args.threads)
+        with open(_result_path(args.out, name, args.image_size), "w") as file:
+            json.dump(rows, file, indent=2)
+        results = {name: rows}
+    table = markdown_table(results, args.image_size)
+    print(table)
+    with open(os.path.join(args.out, "deployment_latency.md"), "w") as file:
+        file.write(table + "\n")
+    return 0
+
+
+def _result_path(out_dir, name, image_size):
+    return os.path.join(out_dir, f"latency_{name}_{image_size}.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

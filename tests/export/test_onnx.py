@@ -1,0 +1,67 @@
+"""Tests of the ONNX export, run with ONNX Runtime."""
+
+import numpy as np
+import onnxruntime
+import pytest
+from deployment_helper import scene
+from deployment_helper import tiny_detector
+
+from yolor_keras.cli import main
+from yolor_keras.export import ONNXPredictor
+from yolor_keras.export import export_onnx
+from yolor_keras.export import fold
+from yolor_keras.export.detection_function import detection_function
+from yolor_keras.inference import Predictor
+from yolor_keras.inference import letterbox
+
+IMAGE_SIZE = 128
+
+
+def sample_images():
+    rng = np.random.default_rng(3)
+    return [
+        scene(int(height), int(width), seed=700 + index)
+        for index, (height, width) in enumerate(rng.integers(64, 256, size=(6, 2)))
+    ]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return tiny_detector(image_size=IMAGE_SIZE)
+
+
+def test_decoded_predictions_match_keras_within_1e_4(detector, tmp_path):
+    path = export_onnx(detector, tmp_path / "tiny.onnx", image_size=IMAGE_SIZE)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["predictions"]
+    # A batch of three (the batch size stays dynamic).
+    inputs = np.stack([letterbox(image, IMAGE_SIZE)[0].numpy() for image in sample_images()[:3]])
+    [got] = session.run(None, {"images": inputs})
+    expected = detection_function(fold(detector), nms=False)(inputs)["predictions"].numpy()
+    assert got.shape == expected.shape == (3, 3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 8)
+    # Pixel coordinates reach ~1000: compare relative to each field's scale.
+    scale = np.maximum(np.abs(expected).max(axis=(0, 1)), 1.0)
+    assert np.max(np.abs(got - expected) / scale) < 1e-4
+
+
+def test_nms_variant_from_the_cli_matches_the_predictor(detector, tmp_path):
+    model_path = tmp_path / "tiny.keras"
+    detector.save(model_path)
+    onnx_path = tmp_path / "tiny_nms.onnx"
+    code = main(["export", "--format", "onnx", "--nms", "--model", str(model_path),
+                 "--out", str(onnx_path), "--image-size", str(IMAGE_SIZE), "--max-det", "300"])
+    assert code == 0
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == [
+        "boxes", "scores", "classes", "num_detections"
+    ]
+    expected = Predictor(detector, image_size=IMAGE_SIZE).predict(sample_images())
+    got = ONNXPredictor(onnx_path).predict(sample_images())
+    assert sum(len(result["scores"]) for result in expected) > 0
+    for want, have in zip(expected, got):
+        assert len(have["scores"]) == len(want["scores"])
+        np.testing.assert_allclose(have["boxes"], want["boxes"], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(have["scores"], want["scores"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(have["classes"], want["classes"])
+    # Refuses to overwrite without being asked.
+    assert main(["export", "--format", "onnx", "--model", str(model_path), "--out", str(onnx_path)]) == 2

@@ -1,0 +1,179 @@
+"""Predictors that run exported `.tflite` and `.onnx` files on ordinary images.
+
+They share `BasePredictor` with the Keras `Predictor`: same image reading,
+letterbox and mapping back to each image's pixels, same result dicts. A file
+exported with NMS inside returns detections directly; a file without it
+returns decoded predictions, which get the package's NMS here (the
+documented Python post-process for runtimes without in-graph NMS).
+"""
+
+import os
+
+import numpy as np
+
+from yolor_keras.export.detection_function import DECODED_OUTPUT
+from yolor_keras.export.detection_function import NMS_OUTPUTS
+from yolor_keras.export.detection_function import nms_on_decoded
+from yolor_keras.inference.predictor import BasePredictor
+
+
+class _FilePredictor(BasePredictor):
+    """Common part: output handling of files with or without NMS."""
+
+    def __init__(
+        self,
+        image_size,
+        num_classes,
+        output_names,
+        class_names,
+        conf_threshold,
+        iou_threshold,
+        max_detections,
+        multi_label,
+        batch_size,
+    ):
+        self.has_nms = set(NMS_OUTPUTS) <= set(output_names)
+        if not self.has_nms and DECODED_OUTPUT not in output_names:
+            raise ValueError(
+                f"The file's outputs {sorted(output_names)} are neither "
+                f"{list(NMS_OUTPUTS)} nor [{DECODED_OUTPUT!r}]: not a YOLOR export."
+            )
+        # The stride check of the base class is the export's business here.
+        super().__init__(num_classes, image_size, class_names, image_size, batch_size)
+        self.conf_threshold = float(conf_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self.multi_label = bool(multi_label)
+
+    def _finish(self, outputs):
+        if self.has_nms:
+            return {name: np.asarray(outputs[name]) for name in NMS_OUTPUTS}
+        return nms_on_decoded(
+            outputs[DECODED_OUTPUT],
+            self.conf_threshold,
+            self.iou_threshold,
+            self.max_detections,
+            self.multi_label,
+        )
+
+
+class LiteRTPredictor(_FilePredictor):
+    """Runs a `.tflite` file from `export_tflite` with the LiteRT runtime.
+
+    Args:
+        filepath: the `.tflite` file.
+        class_names: optional list of class names.
+        conf_threshold, iou_threshold, max_detections, multi_label: NMS
+            settings for files exported without NMS (ignored otherwise: the
+            file's own settings apply).
+        num_threads: LiteRT CPU threads (None: the runtime's default).
+
+    Example:
+    ```python
+    predictor = LiteRTPredictor("yolor_p6_int8.tflite", class_names=names)
+    [result] = predictor.predict(["street.jpg"])
+    ```
+    """
+
+    def __init__(
+        self,
+        filepath,
+        class_names=None,
+        conf_threshold=0.25,
+        iou_threshold=0.45,
+        max_detections=100,
+        multi_label=False,
+        num_threads=None,
+    ):
+        from yolor_keras.export.litert import INPUT_NAME
+        from yolor_keras.export.litert import SIGNATURE
+        from yolor_keras.export.litert import load_interpreter
+
+        self.filepath = os.fspath(filepath)
+        self.interpreter = load_interpreter(self.filepath, num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ValueError(
+                f"{self.filepath} has no {SIGNATURE!r} signature (it has "
+                f"{sorted(signatures)}): not a YOLOR export."
+            )
+        self._runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self._input_name = INPUT_NAME
+        input_shape = self._runner.get_input_details()[INPUT_NAME]["shape"]
+        output_details = self._runner.get_output_details()
+        num_classes = None
+        if DECODED_OUTPUT in output_details:
+            num_classes = int(output_details[DECODED_OUTPUT]["shape"][-1]) - 5
+        super().__init__(
+            int(input_shape[1]),
+            num_classes,
+            list(output_details),
+            class_names,
+            conf_threshold,
+            iou_threshold,
+            max_detections,
+            multi_label,
+            batch_size=int(input_shape[0]),
+        )
+
+    def detect_letterboxed_batch(self, images):
+        # The file has a fixed batch of one (what TFLite delegates expect).
+        per_image = [
+            self._finish(self._runner(**{self._input_name: image[None].astype(np.float32)}))
+            for image in images
+        ]
+        return {name: np.concatenate([result[name] for result in per_image]) for name in NMS_OUTPUTS}
+
+
+class ONNXPredictor(_FilePredictor):
+    """Runs a `.onnx` file from `export_onnx` with ONNX Runtime.
+
+    Args:
+        filepath: the `.onnx` file.
+        class_names: optional list of class names.
+        conf_threshold, iou_threshold, max_detections, multi_label: NMS
+            settings for files exported without NMS.
+        providers: ONNX Runtime execution providers (default: CPU).
+        batch_size: images per call (the file's batch size is dynamic).
+    """
+
+    def __init__(
+        self,
+        filepath,
+        class_names=None,
+        conf_threshold=0.25,
+        iou_threshold=0.45,
+        max_detections=100,
+        multi_label=False,
+        providers=("CPUExecutionProvider",),
+        batch_size=8,
+    ):
+        import onnxruntime
+
+        self.filepath = os.fspath(filepath)
+        if not os.path.isfile(self.filepath):
+            raise FileNotFoundError(f"{self.filepath}: no such ONNX file.")
+        self.session = onnxruntime.InferenceSession(self.filepath, providers=list(providers))
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ValueError(f"{self.filepath}: expected one (batch, S, S, 3) input; got {inputs}.")
+        self._input_name = inputs[0].name
+        self._output_names = [output.name for output in self.session.get_outputs()]
+        num_classes = None
+        if self._output_names == [DECODED_OUTPUT]:
+            num_classes = int(self.session.get_outputs()[0].shape[-1]) - 5
+        super().__init__(
+            int(inputs[0].shape[1]),
+            num_classes,
+            self._output_names,
+            class_names,
+            conf_threshold,
+            iou_threshold,
+            max_detections,
+            multi_label,
+            batch_size,
+        )
+
+    def detect_letterboxed_batch(self, images):
+        outputs = self.session.run(None, {self._input_name: np.asarray(images, np.float32)})
+        return self._finish(dict(zip(self._output_names, outputs)))

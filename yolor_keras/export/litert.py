@@ -1,0 +1,251 @@
+"""TFLite (LiteRT) export: float32, float16 or int8, NMS in the graph by default.
+
+The file takes one letterboxed image, float32 ``(1, S, S, 3)`` in [0, 1]
+(see `yolor_keras.inference.letterbox`), and its ``serve`` signature returns
+either ``boxes`` (``(1, max_det, 4)`` x1y1x2y2 in input pixels), ``scores``,
+``classes`` and ``num_detections`` (NMS in the graph, built-in ops only, so
+the plain LiteRT runtime runs it), or, with ``nms=False``, ``predictions``
+``(1, N, 5 + classes)`` for `yolor_keras.export.LiteRTPredictor` to finish.
+
+Conversion goes through `keras.export.ExportArchive` and
+``TFLiteConverter.from_saved_model``: converting concrete functions directly
+can silently produce a weightless file that outputs NaN.
+"""
+
+import os
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
+from yolor_keras.export.detection_function import detection_function
+from yolor_keras.inference.letterbox import check_image_size
+from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.predictor import detector_geometry
+from yolor_keras.inference.predictor import read_image
+
+QUANTIZATIONS = ("none", "fp16", "int8")
+# TFLite ops that only the decoding and NMS use. int8 export keeps them in
+# float by type too: the converter renames some fused post-processing
+# tensors, which then escape the by-name list.
+FLOAT_ONLY_OPS = ("TOPK_V2", "GATHER", "GATHER_ND", "NON_MAX_SUPPRESSION_V4", "WHILE")
+SIGNATURE = "serve"
+INPUT_NAME = "images"
+
+
+def calibration_images(images, image_size, limit=None):
+    """Yields letterboxed calibration inputs, `(1, S, S, 3)` float32, from images.
+
+    The images go through the same reading and letterboxing as at inference,
+    so that int8 ranges are calibrated on the distribution the model sees.
+    Unreadable images are skipped with a warning.
+
+    Args:
+        images: a folder of images, or a list of paths / encoded bytes /
+            uint8 arrays.
+        image_size: side of the letterbox.
+        limit: use at most this many images.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        folder = os.fspath(images)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"Calibration folder {folder} does not exist.")
+        images = sorted(
+            os.path.join(folder, name)
+            for name in os.listdir(folder)
+            if os.path.splitext(name)[1].lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+        )
+        if not images:
+            raise ValueError(f"Calibration folder {folder} has no images.")
+    images = list(images)[:limit] if limit else list(images)
+    letterbox_fn = tf.function(
+        lambda image: letterbox(image, image_size)[0],
+        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+    )
+    for image in tqdm(images, desc="Calibrating int8", unit="img"):
+        try:
+            pixels = read_image(image)
+        except (OSError, ValueError) as error:
+            tqdm.write(f"Skipping calibration image: {error}")
+            continue
+        yield letterbox_fn(pixels).numpy()[None]
+
+
+def export_tflite(
+    model,
+    filepath,
+    image_size=640,
+    quantize="none",
+    representative_images=None,
+    calibration_limit=200,
+    nms=True,
+    conf_threshold=0.25,
+    iou_threshold=0.45,
+    max_detections=100,
+    multi_label=False,
+):
+    """Exports a detector to a `.tflite` file.
+
+    Args:
+        model: a `YOLORDetector` (a folded copy is exported).
+        filepath: output path ending in ``.tflite``.
+        image_size: side of the square input; a multiple of the largest
+            stride.
+        quantize: ``"none"`` (float32), ``"fp16"`` (float16 weights) or
+            ``"int8"`` (int8 weights and activations in the network, float
+            decoding, float input and outputs).
+        representative_images: for int8, a folder or list of images to
+            calibrate on (letterboxed like at inference).
+        calibration_limit: most calibration images used.
+        nms: put NMS in the graph (see the module docstring).
+        conf_threshold, iou_threshold, max_detections, multi_label: NMS
+            settings baked into the graph when `nms` is True.
+
+    Returns:
+        `filepath`.
+    """
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".tflite"):
+        raise ValueError(f"A TFLite file name must end with '.tflite'; got {filepath}.")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"`quantize` must be one of {QUANTIZATIONS}; got {quantize!r}.")
+    if quantize == "int8" and representative_images is None:
+        raise ValueError(
+            "int8 quantization needs `representative_images` (a folder or list of "
+            "images like those the model will see) to calibrate activation ranges."
+        )
+    _, strides, _ = detector_geometry(model)
+    image_size = check_image_size(image_size, max(strides))
+
+    folded = deploy_form(model)
+    detect = detection_function(
+        folded,
+        nms=nms,
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        multi_label=multi_label,
+    )
+    samples = None
+    if quantize == "int8":
+        samples = list(calibration_images(representative_images, image_size, calibration_limit))
+        if not samples:
+            raise ValueError("No readable calibration image was found.")
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        archive = keras.export.ExportArchive()
+        archive.track(folded)
+        archive.add_endpoint(
+            SIGNATURE,
+            detect,
+            input_signature=[
+                tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name=INPUT_NAME)
+            ],
+        )
+        archive.write_out(saved_model_dir, verbose=False)
+        tflite_model = _convert(saved_model_dir, quantize, samples)
+
+    directory = os.path.dirname(filepath)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(filepath, "wb") as file:
+        file.write(tflite_model)
+    check_tflite_size(filepath, folded.count_params(), quantize)
+    return filepath
+
+
+def _converter(saved_model_dir):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    # Built-in ops only: the Python LiteRT runtime has no select-TF ops.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _convert(saved_model_dir, quantize, samples):
+    converter = _converter(saved_model_dir)
+    if quantize == "none":
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        # float16 weights, float32 arithmetic: decoding stays exact enough.
+        converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+
+    # int8: quantize the network, not the decoding. The decoding concatenates
+    # pixel coordinates (0..S) with scores (0..1); under one int8 scale every
+    # score would round to zero. Its tensors are found by name scope in a
+    # float conversion, and its op types by `FLOAT_ONLY_OPS`, and kept in
+    # float32. (The sigmoids, fused with the head, keep int8 outputs with the
+    # int8 kernel's fixed 1/256 step; everything after them is float.)
+    float_model = _converter(saved_model_dir).convert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    tensor_names = [detail["name"] for detail in Interpreter(model_content=float_model).get_tensor_details()]
+    keep_float = [
+        name
+        for name in tensor_names
+        if name.startswith(POSTPROCESS_SCOPE + "/") or name.startswith("StatefulPartitionedCall")
+    ]
+    if not any(name.startswith(POSTPROCESS_SCOPE + "/") for name in keep_float):
+        raise RuntimeError(
+            f"int8 export found no '{POSTPROCESS_SCOPE}/' tensors to keep in float; "
+            "the converter's tensor naming has changed."
+        )
+    representative = lambda: ([sample] for sample in samples)  # noqa: E731
+    converter.representative_dataset = representative
+    with warnings.catch_warnings():
+        # The debugger runs its models with the deprecated tf.lite.Interpreter.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=keep_float, denylisted_ops=list(FLOAT_ONLY_OPS)
+            ),
+        )
+        return debugger.get_nondebug_quantized_model()
+
+
+def check_tflite_size(filepath, num_weights, quantize):
+    """Raises when a `.tflite` file is too small to hold its weights.
+
+    A converter that loses the weights writes a tiny file that outputs NaN.
+
+    Args:
+        filepath: the `.tflite` file.
+        num_weights: the deploy model's parameter count.
+        quantize: the quantization the file was written with.
+
+    Returns:
+        The file size in bytes.
+    """
+    bytes_per_weight = {"none": 4, "fp16": 2, "int8": 1}[quantize]
+    size = os.path.getsize(filepath)
+    expected = int(num_weights) * bytes_per_weight
+    if size < 0.9 * expected:
+        raise RuntimeError(
+            f"{filepath} holds {size} bytes but the model's {num_weights} weights "
+            f"need about {expected} as {quantize}: the conversion lost them."
+        )
+    return size
+
+
+def load_interpreter(filepath, num_threads=None):
+    """A LiteRT interpreter for a file, with its tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"{filepath}: no such TFLite file.")
+    interpreter = Interpreter(model_path=os.fspath(filepath), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_tflite(interpreter, images):
+    """Runs the ``serve`` signature on a `(1, S, S, 3)` float32 batch; dict of numpy."""
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    return runner(**{INPUT_NAME: np.asarray(images, np.float32)})

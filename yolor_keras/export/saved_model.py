@@ -1,0 +1,200 @@
+"""SavedModel export for TensorFlow Serving: decode, letterbox, detect, map back.
+
+The export is written in TF Serving's layout, ``ROOT/NAME/VERSION/``, from the
+folded (deploy) model, with two signatures:
+
+``serving_default``
+    input ``images``: tf.string ``[batch]``, encoded JPEG/PNG/GIF/BMP files
+    (REST clients send ``{"b64": "..."}``). Images of different sizes may
+    share a batch: each is decoded and letterboxed on its own.
+``predict_images``
+    input ``images``: uint8 ``[batch, height, width, 3]`` RGB pixels.
+
+Both return, padded to ``max_detections``:
+
+- ``detection_boxes``: float32 ``[batch, max_detections, 4]`` as
+  **[y1, x1, y2, x2] in the pixels of each input image** (the order of the
+  TF Object Detection API and TF Model Garden; not normalised); zeros past
+  ``num_detections``.
+- ``detection_scores``: float32 ``[batch, max_detections]``, descending.
+- ``detection_classes``: int32 ``[batch, max_detections]``, 0-based class
+  indices, -1 past ``num_detections``.
+- ``num_detections``: int32 ``[batch]``.
+
+A string that is not an image, or an image whose header announces more than
+``max_image_pixels`` pixels, fails the request with InvalidArgument (HTTP 400
+in TF Serving) without decoding it.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
+from yolor_keras.export.image_header import check_encoded_image_size
+from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.postprocess import scale_boxes_to_original
+from yolor_keras.inference.predictor import Predictor
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+BOX_ORDER = "y1x1y2x2"
+# Written next to the graph, where TF Serving ignores it (`assets.extra` is
+# the SavedModel folder for files that the graph does not use).
+METADATA_FILE = os.path.join("assets.extra", "yolor_metadata.json")
+
+
+def serving_directory(root, name, version):
+    """``root/name/version``, checking the parts TF Serving relies on.
+
+    Args:
+        root: the model base path (e.g. ``saved_models``).
+        name: model name, used in URLs: letters, digits, ``_``, ``-``, ``.``.
+        version: positive integer version; TF Serving loads the highest.
+    """
+    if not name or not all(ch.isalnum() or ch in "_-." for ch in name):
+        raise ValueError(
+            f"Model name {name!r} must be non-empty and use only letters, digits, "
+            "'_', '-' and '.' (it becomes part of the serving URL)."
+        )
+    try:
+        version_number = int(version)
+    except (TypeError, ValueError):
+        version_number = 0
+    if version_number < 1 or str(version_number) != str(version).strip():
+        raise ValueError(
+            f"Model version must be a positive integer (TF Serving's version "
+            f"folders are numbers); got {version!r}."
+        )
+    return os.path.join(os.fspath(root), name, str(version_number))
+
+
+def export_saved_model(
+    model,
+    export_dir,
+    image_size=640,
+    class_names=None,
+    conf_threshold=0.25,
+    iou_threshold=0.45,
+    max_detections=100,
+    multi_label=False,
+    max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+    overwrite=False,
+):
+    """Exports a detector as a SavedModel with image-in, boxes-out signatures.
+
+    Args:
+        model: a `YOLORDetector` (training or deploy form; a folded copy is
+            exported).
+        export_dir: the version folder to write, e.g. from
+            `serving_directory("saved_models", "yolor_p6", 1)`.
+        image_size: side of the square letterbox the network runs at; a
+            multiple of the largest stride.
+        class_names: optional list of class names, stored in
+            ``assets.extra/yolor_metadata.json`` for clients.
+        conf_threshold, iou_threshold, max_detections, multi_label: NMS
+            settings baked into the graph (see `Predictor`).
+        max_image_pixels: encoded images whose header announces more pixels
+            are refused before decoding.
+        overwrite: replace an existing, non-empty `export_dir`.
+
+    Returns:
+        `export_dir`.
+    """
+    export_dir = os.fspath(export_dir)
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise FileExistsError(
+            f"{export_dir} already exists and is not empty; pick a new version or "
+            "pass overwrite=True (TF Serving may be serving that version)."
+        )
+    if not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+        raise ValueError(f"`max_image_pixels` must be a positive int; got {max_image_pixels!r}.")
+
+    folded = deploy_form(model)
+    predictor = Predictor(
+        folded,
+        class_names=class_names,
+        image_size=image_size,
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        multi_label=multi_label,
+    )
+    size = predictor.image_size
+    prepared_signature = (
+        tf.TensorSpec([size, size, 3], tf.float32),
+        tf.TensorSpec([], tf.float32),
+        tf.TensorSpec([2], tf.float32),
+        tf.TensorSpec([2], tf.int32),
+    )
+
+    def prepare(image):
+        letterboxed, scale, pad = letterbox(image, size)
+        return letterboxed, scale, pad, tf.shape(image)[:2]
+
+    def detect_prepared(letterboxed, scale, pad, original_size):
+        detections = predictor.detect_letterboxed(letterboxed)
+        boxes = scale_boxes_to_original(detections["boxes"], scale, pad, original_size)
+        return {
+            "detection_boxes": tf.gather(boxes, [1, 0, 3, 2], axis=-1),
+            "detection_scores": detections["scores"],
+            "detection_classes": detections["classes"],
+            "num_detections": detections["num_detections"],
+        }
+
+    def detect_encoded(images):
+        def decode_and_prepare(encoded):
+            with tf.control_dependencies([check_encoded_image_size(encoded, max_image_pixels)]):
+                image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            return prepare(image)
+
+        prepared = tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_signature)
+        return detect_prepared(*prepared)
+
+    def detect_pixels(images):
+        prepared = tf.map_fn(prepare, images, fn_output_signature=prepared_signature)
+        return detect_prepared(*prepared)
+
+    archive = keras.export.ExportArchive()
+    archive.track(folded)
+    # The first endpoint is also published as "serving_default".
+    archive.add_endpoint(
+        "serving_default",
+        detect_encoded,
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    archive.add_endpoint(
+        "predict_images",
+        detect_pixels,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)],
+    )
+    archive.write_out(export_dir, verbose=False)
+
+    metadata = {
+        "image_size": size,
+        "num_classes": predictor.num_classes,
+        "class_names": predictor.class_names,
+        "box_order": BOX_ORDER,
+        "conf_threshold": predictor.conf_threshold,
+        "iou_threshold": predictor.iou_threshold,
+        "max_detections": predictor.max_detections,
+        "multi_label": predictor.multi_label,
+        "max_image_pixels": max_image_pixels,
+    }
+    metadata_path = os.path.join(export_dir, METADATA_FILE)
+    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+    with open(metadata_path, "w", encoding="utf-8") as file:
+        json.dump(metadata, file, indent=2)
+    return export_dir
+
+
+def read_metadata(export_dir):
+    """The export settings saved next to a SavedModel (see `export_saved_model`)."""
+    path = os.path.join(os.fspath(export_dir), METADATA_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

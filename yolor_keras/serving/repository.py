@@ -1,0 +1,230 @@
+"""Exported models on disk (TF Serving's ``ROOT/NAME/VERSION/`` layout), loaded and checked.
+
+Both front ends of `yolor serve`, REST (KServe) and gRPC (TF Serving's
+PredictionService), run requests through `ServedModel.predict`, so a bad
+request gets the same check and the same message on either.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
+
+DEFAULT_SIGNATURE = "serving_default"
+INPUT_NAME = "images"
+# More images than this in one request is refused: each is decoded into
+# memory before the batch runs.
+DEFAULT_MAX_BATCH_SIZE = 64
+
+
+class BadRequest(ValueError):
+    """A request the model cannot run (HTTP 400 / gRPC INVALID_ARGUMENT)."""
+
+
+class ModelNotFound(KeyError):
+    """No such model or version (HTTP 404 / gRPC NOT_FOUND)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else "Model not found."
+
+
+class ServedModel:
+    """One version of one exported model, ready to run requests.
+
+    Args:
+        name: the model name (the folder name).
+        version: the version number (the subfolder name).
+        path: the SavedModel folder.
+        max_batch_size: most images accepted in one request.
+    """
+
+    def __init__(self, name, version, path, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+        self.name = name
+        self.version = int(version)
+        self.path = os.fspath(path)
+        self.max_batch_size = int(max_batch_size)
+        self._loaded = tf.saved_model.load(self.path)
+        self.signatures = dict(self._loaded.signatures)
+        if DEFAULT_SIGNATURE not in self.signatures:
+            raise ValueError(f"{self.path} has no {DEFAULT_SIGNATURE!r} signature.")
+
+    def input_spec(self, signature_name):
+        """The `tf.TensorSpec` of a signature's ``images`` input."""
+        signature = self._signature(signature_name)
+        specs = signature.structured_input_signature[1]
+        if INPUT_NAME not in specs:
+            raise BadRequest(
+                f"Signature {signature_name!r} of model {self.name!r} has no "
+                f"{INPUT_NAME!r} input; it takes {sorted(specs)}."
+            )
+        return specs[INPUT_NAME]
+
+    def _signature(self, signature_name):
+        if signature_name not in self.signatures:
+            raise BadRequest(
+                f"Model {self.name!r} version {self.version} has no signature "
+                f"{signature_name!r}; it has {sorted(self.signatures)}."
+            )
+        return self.signatures[signature_name]
+
+    def predict(self, images, signature_name=DEFAULT_SIGNATURE):
+        """Runs a batch through a signature.
+
+        Args:
+            images: for a string input, a list of encoded images (bytes); for
+                a uint8 input, a `(batch, height, width, 3)` array or nested
+                list of integers in [0, 255].
+            signature_name: ``serving_default`` or ``predict_images``.
+
+        Returns:
+            Dict of output name -> numpy array with a leading batch axis.
+
+        Raises:
+            BadRequest: the batch is empty, too large, of the wrong type, or
+                an image cannot be used (the message says which and why).
+        """
+        signature = self._signature(signature_name)
+        spec = self.input_spec(signature_name)
+        if spec.dtype == tf.string:
+            tensor = self._encoded_batch(images)
+        else:
+            tensor = self._pixel_batch(images, spec)
+        try:
+            outputs = signature(**{INPUT_NAME: tensor})
+        except tf.errors.InvalidArgumentError as error:
+            raise BadRequest(_first_line(error.message)) from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def _check_batch_size(self, size):
+        if size == 0:
+            raise BadRequest("The request holds no images (empty batch).")
+        if size > self.max_batch_size:
+            raise BadRequest(
+                f"The request holds {size} images; at most {self.max_batch_size} are "
+                "accepted per request."
+            )
+
+    def _encoded_batch(self, images):
+        if isinstance(images, (bytes, str)) or not isinstance(images, (list, tuple)):
+            raise BadRequest("Expected a list of encoded images.")
+        self._check_batch_size(len(images))
+        for index, image in enumerate(images):
+            if not isinstance(image, bytes):
+                raise BadRequest(
+                    f"Image {index} is a {type(image).__name__}; encoded images must be "
+                    'bytes (in JSON: {"b64": "<base64 of the file>"}).'
+                )
+            if not image:
+                raise BadRequest(f"Image {index} is empty.")
+        return tf.constant(list(images), tf.string)
+
+    def _pixel_batch(self, images, spec):
+        try:
+            array = np.asarray(images)
+        except ValueError:
+            raise BadRequest("Pixel images must form a (batch, height, width, 3) array.") from None
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise BadRequest(
+                f"Pixel images must have shape (batch, height, width, 3); got {array.shape}."
+            )
+        self._check_batch_size(array.shape[0])
+        if array.shape[1] < 1 or array.shape[2] < 1:
+            raise BadRequest(f"Images must not be empty; got shape {array.shape}.")
+        if array.shape[1] * array.shape[2] > DEFAULT_MAX_IMAGE_PIXELS:
+            raise BadRequest(f"Images of {array.shape[1]}x{array.shape[2]} pixels are too large.")
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
+                raise BadRequest("Pixel values must be integers in [0, 255].")
+            array = array.astype(np.uint8)
+        return tf.constant(array, spec.dtype)
+
+
+def _first_line(message):
+    """The cause in a TF error message, without graph locations and stack notes.
+
+    Eager calls of a signature wrap the cause as "Graph execution error:",
+    "Detected at node ...", "<stack traces unavailable>", then the cause, then
+    "[[{{node ...}}]]"; Assert failures read "assertion failed: [part] [part]".
+    """
+    for line in message.splitlines():
+        line = line.strip()
+        if (
+            not line
+            or line == "Graph execution error:"
+            or line.startswith(("Detected at node", "<stack traces", "[[", "File ", "{{function_node"))
+        ):
+            continue
+        line = line.split("\t [[")[0].split(" [[")[0].strip()
+        if line.startswith("assertion failed:"):
+            line = line[len("assertion failed:") :].strip().replace("] [", " ").strip("[]")
+        return line
+    return "Invalid argument."
+
+
+class ModelRegistry:
+    """Every exported model and version under a root folder.
+
+    Args:
+        root: folder with ``NAME/VERSION/saved_model.pb`` inside.
+        max_batch_size: most images accepted in one request.
+    """
+
+    def __init__(self, root, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"Model root {self.root} does not exist.")
+        self.models = {}
+        for name in sorted(os.listdir(self.root)):
+            model_dir = os.path.join(self.root, name)
+            if not os.path.isdir(model_dir):
+                continue
+            versions = {}
+            for version in os.listdir(model_dir):
+                path = os.path.join(model_dir, version)
+                if version.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
+                    versions[int(version)] = ServedModel(name, version, path, max_batch_size)
+            if versions:
+                self.models[name] = dict(sorted(versions.items()))
+        if not self.models:
+            raise FileNotFoundError(
+                f"No exported model under {self.root}: expected NAME/VERSION/saved_model.pb "
+                "(write one with `yolor export --format saved_model`)."
+            )
+
+    def get(self, name, version=None):
+        """The requested version of a model, or its highest version."""
+        versions = self.models.get(name)
+        if not versions:
+            raise ModelNotFound(f"Servable not found for request: model {name!r} is not served.")
+        if version is None:
+            return versions[max(versions)]
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
+            raise BadRequest(f"Model version must be an integer; got {version!r}.") from None
+        if version not in versions:
+            raise ModelNotFound(
+                f"Servable not found for request: model {name!r} has no version {version} "
+                f"(it has {sorted(versions)})."
+            )
+        return versions[version]
+
+    def status(self, name, version=None):
+        """TF Serving's model status response for a model (or one version)."""
+        if version is None:
+            self.get(name)
+            served = list(self.models[name].values())
+        else:
+            served = [self.get(name, version)]
+        return {
+            "model_version_status": [
+                {
+                    "version": str(model.version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+                for model in reversed(served)
+            ]
+        }
