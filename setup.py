@@ -27,7 +27,7 @@ EXTRAS = {
     "eval": ["faster-coco-eval>=1.8,<1.9", "pycocotools>=2.0.8,<2.1"],
     # tensorflow-serving-api is installed separately with --no-deps (see the
     # Makefile): its own requirement pulls the full GPU tensorflow wheel.
-    "serve": ["kserve>=0.21,<0.22", "requests>=2.31"],
+    "serve": ["kserve>=0.21,<0.22", "requests>=2.31", "grpcio>=1.60", "fastapi>=0.110"],
     "datasets": ["tensorflow-datasets>=4.9.10,<4.10"],
 }
 EXTRAS["dev"] = [
