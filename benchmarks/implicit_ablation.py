@@ -103,7 +103,9 @@ def run_setting(name, recipe, data_dir, epochs, verbose):
         "setting": name,
         "group": group,
         "heads": "+".join(model.heads),
-        "implicit": ", ".join(sorted({form or "none" for use in model.implicit.values() for form in use.values()})),
+        "implicit": ", ".join(
+            sorted({form or "none" for use in model.implicit.values() for form in use.values()})
+        ),
         "params": model.count_params(),
         "deploy_params": deploy.count_params(),
         "latency_ms": 1000 * batch1_latency(deploy, recipe.model.image_size),
@@ -127,7 +129,8 @@ def _cell(row, key, digits=3):
 def markdown_table(rows, description):
     lines = [
         "| group | setting | heads | implicit | params (train) | params (deploy) | "
-        "batch-1 latency (ms) | mAP@.5 | mAP@.5:.95 | label mAP | label F1 | recall@1 | train (s) |",
+        "batch-1 latency (ms) | mAP@.5 | mAP@.5:.95 | label mAP | label F1 | recall@1 "
+        "| train (s) |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -149,11 +152,15 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default=str(RECIPE))
-    parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "yolor_keras_shapes"),
-                        help="synthetic dataset folder (written if missing)")
+    parser.add_argument(
+        "--data",
+        default=os.path.join(tempfile.gettempdir(), "yolor_keras_shapes"),
+        help="synthetic dataset folder (written if missing)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
-                        choices=sorted(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", default=list(DEFAULT_SETTINGS), choices=sorted(SETTINGS)
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     args = parser.parse_args(argv)
@@ -181,7 +188,10 @@ def main(argv=None):
         if saved.get("description") == description:  # same budget: keep the other rows
             rows = {row["setting"]: row for row in saved["rows"]}
     for index, name in enumerate(args.settings, start=1):
-        print(f"\n=== [{index}/{len(args.settings)}] {name}: heads {SETTINGS[name][1]} ===", flush=True)
+        print(
+            f"\n=== [{index}/{len(args.settings)}] {name}: heads {SETTINGS[name][1]} ===",
+            flush=True,
+        )
         rows[name] = run_setting(name, recipe, args.data, epochs, args.verbose)
         print(json.dumps(rows[name]), flush=True)
         ordered = [rows[key] for key in SETTINGS if key in rows]

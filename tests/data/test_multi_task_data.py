@@ -63,15 +63,22 @@ def test_missing_instance_ids_are_named(write_coco, plain_image, encode):
         [{"id": 4, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "area": 16}],
         CATEGORIES,
     )
-    with pytest.raises(ValueError, match=r"instances_test.json: annotations\[0\] \(id 4\).*instance_id"):
+    with pytest.raises(
+        ValueError, match=r"instances_test.json: annotations\[0\] \(id 4\).*instance_id"
+    ):
         read_identities(annotation_file)
 
 
 def test_evaluation_batches_carry_every_target(dataset_files):
     annotation_file, image_dir = dataset_files
     dataset, info = build_multi_task_dataset(
-        annotation_file, image_dir=image_dir, image_size=64, batch_size=3, training=False,
-        max_boxes=4, verbose=False,
+        annotation_file,
+        image_dir=image_dir,
+        image_size=64,
+        batch_size=3,
+        training=False,
+        max_boxes=4,
+        verbose=False,
     )
     assert info.class_names == ("cat", "dog", "fox")
     assert info.identities.tolist() == [3, 5, -1] and info.num_identities == 2
@@ -79,9 +86,7 @@ def test_evaluation_batches_carry_every_target(dataset_files):
     assert images.shape == (3, 64, 64, 3)
     # Classes present: image 1 cat (id 3) and fox (id 9), image 2 cat and
     # dog (the crowd region is left out of detection too), image 3 none.
-    np.testing.assert_array_equal(
-        targets["classification"], [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
-    )
+    np.testing.assert_array_equal(targets["classification"], [[1, 0, 1], [1, 1, 0], [0, 0, 0]])
     np.testing.assert_array_equal(targets["embedding"], [3, 5, -1])
     detection = targets["detection"]
     # 64x32 letterboxed into 64x64: scale 1, 16 px of grey above.
@@ -91,20 +96,30 @@ def test_evaluation_batches_carry_every_target(dataset_files):
     np.testing.assert_array_equal(detection["image_id"], [1, 2, 3])
     np.testing.assert_allclose(detection["pad"][0], [0, 16])
     # The red rectangle is where its box says.
-    np.testing.assert_allclose(images[0, 22:30, 11:29].numpy().mean(axis=(0, 1)), np.array(RED) / 255, atol=0.02)
+    np.testing.assert_allclose(
+        images[0, 22:30, 11:29].numpy().mean(axis=(0, 1)), np.array(RED) / 255, atol=0.02
+    )
 
 
 def test_training_flips_move_boxes_with_the_pixels(dataset_files):
     annotation_file, image_dir = dataset_files
     dataset, _ = build_multi_task_dataset(
-        annotation_file, image_dir=image_dir, image_size=64, batch_size=3, training=True,
-        max_boxes=4, seed=1, verbose=False,
+        annotation_file,
+        image_dir=image_dir,
+        image_size=64,
+        batch_size=3,
+        training=True,
+        max_boxes=4,
+        seed=1,
+        verbose=False,
     )
     seen = set()
     for images, targets in dataset.repeat(4):
         for image, boxes, classes, identity in zip(
-            images.numpy(), targets["detection"]["boxes"].numpy(),
-            targets["detection"]["classes"].numpy(), targets["embedding"].numpy(),
+            images.numpy(),
+            targets["detection"]["boxes"].numpy(),
+            targets["detection"]["classes"].numpy(),
+            targets["embedding"].numpy(),
         ):
             if identity != 3:
                 continue
@@ -112,7 +127,11 @@ def test_training_flips_move_boxes_with_the_pixels(dataset_files):
             x1, y1, x2, y2 = (int(round(v)) for v in red_box)
             # Inside the (possibly mirrored) box: red; the box is the original
             # [10, 21, 30, 31] or its mirror [34, 21, 54, 31].
-            np.testing.assert_allclose(image[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].mean(axis=(0, 1)), np.array(RED) / 255, atol=0.02)
+            np.testing.assert_allclose(
+                image[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].mean(axis=(0, 1)),
+                np.array(RED) / 255,
+                atol=0.02,
+            )
             seen.add((x1, x2))
     assert seen == {(10, 30), (34, 54)}
 
@@ -128,7 +147,9 @@ def test_synthetic_identities_recur_and_match_the_json(tmp_path):
         coco["images"], targets["embedding"].numpy(), targets["classification"].numpy()
     ):
         objects = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
-        largest = max(objects, key=lambda a: (a["area"], a["bbox"][2] * a["bbox"][3], -a["instance_id"]))
+        largest = max(
+            objects, key=lambda a: (a["area"], a["bbox"][2] * a["bbox"][3], -a["instance_id"])
+        )
         assert identity == largest["instance_id"]
         # The generator's own `labels` list (category ids 1..5) is the multi-hot.
         np.testing.assert_array_equal(np.flatnonzero(labels) + 1, image["labels"])

@@ -64,8 +64,15 @@ def model():
     random classification and embedding heads with non-trivial implicit vectors."""
     detector = tiny_detector(image_size=IMAGE_SIZE)
     model = YOLORMultiTask.from_preset(
-        "yolor_p6", num_classes=3, num_labels=4, embedding_dim=16, head_width=32,
-        implicit={"classification": "network", "embedding": {"add": "factorization", "multiply": "vector"}},
+        "yolor_p6",
+        num_classes=3,
+        num_labels=4,
+        embedding_dim=16,
+        head_width=32,
+        implicit={
+            "classification": "network",
+            "embedding": {"add": "factorization", "multiply": "vector"},
+        },
         **TINY,
     )
     model.load_detector_weights(detector)
@@ -74,7 +81,9 @@ def model():
         for layer in model.head_layers(head):
             if isinstance(layer, ImplicitKnowledge):
                 for weight in layer.weights:
-                    weight.assign(weight.numpy() + rng.normal(0, 0.2, weight.shape).astype("float32"))
+                    weight.assign(
+                        weight.numpy() + rng.normal(0, 0.2, weight.shape).astype("float32")
+                    )
     return model
 
 
@@ -108,7 +117,9 @@ def perturbed(model, seed):
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape).astype("float32"))
+            layer.moving_variance.assign(
+                rng.uniform(0.5, 2.0, layer.moving_variance.shape).astype("float32")
+            )
             layer.gamma.assign(rng.uniform(0.1, 0.3, layer.gamma.shape).astype("float32"))
         if isinstance(layer, ImplicitKnowledge):
             for weight in layer.weights:
@@ -119,13 +130,29 @@ def perturbed(model, seed):
 @pytest.mark.parametrize(
     "preset, implicit",
     [
-        ("yolor_p6", {"detection": "network", "classification": {"add": "factorization", "multiply": None}, "embedding": "vector"}),
-        ("yolor_p6_paper", {"detection": {"add": None, "multiply": "factorization"}, "classification": "vector", "embedding": None}),
+        (
+            "yolor_p6",
+            {
+                "detection": "network",
+                "classification": {"add": "factorization", "multiply": None},
+                "embedding": "vector",
+            },
+        ),
+        (
+            "yolor_p6_paper",
+            {
+                "detection": {"add": None, "multiply": "factorization"},
+                "classification": "vector",
+                "embedding": None,
+            },
+        ),
     ],
 )
 def test_fold_removes_batchnorm_and_implicit_layers_with_the_same_outputs(preset, implicit):
     model = perturbed(
-        YOLORMultiTask.from_preset(preset, num_classes=3, embedding_dim=16, head_width=32, implicit=implicit, **TINY),
+        YOLORMultiTask.from_preset(
+            preset, num_classes=3, embedding_dim=16, head_width=32, implicit=implicit, **TINY
+        ),
         seed=1,
     )
     folded = fold_multi_task(model)
@@ -161,22 +188,30 @@ def test_saved_model_returns_every_head_in_a_fresh_process(model, tmp_path):
     )
     got = dict(np.load(out_path))
     assert sorted(got) == [
-        "detection_boxes", "detection_classes", "detection_scores", "embedding",
-        "label_probabilities", "num_detections",
+        "detection_boxes",
+        "detection_classes",
+        "detection_scores",
+        "embedding",
+        "label_probabilities",
+        "num_detections",
     ]
     assert got["label_probabilities"].shape == (3, 4) and got["embedding"].shape == (3, 16)
     for index, want in enumerate(reference(model, images)):
         # [y1, x1, y2, x2] in the pixels of each image.
         boxes = got["detection_boxes"][index][:, [1, 0, 3, 2]]
         assert_detections_match(
-            boxes, got["detection_scores"][index], got["detection_classes"][index],
-            got["num_detections"][index], want,
+            boxes,
+            got["detection_scores"][index],
+            got["detection_classes"][index],
+            got["num_detections"][index],
+            want,
         )
-        np.testing.assert_allclose(got["label_probabilities"][index], want["label_probabilities"], atol=1e-5)
+        np.testing.assert_allclose(
+            got["label_probabilities"][index], want["label_probabilities"], atol=1e-5
+        )
         np.testing.assert_allclose(got["embedding"][index], want["embedding"], atol=1e-5)
 
 
-@pytest.mark.slow
 def test_tflite_returns_every_head(model, tmp_path):
     path = export_multi_task_tflite(
         model, tmp_path / "multi_task.tflite", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
@@ -184,17 +219,28 @@ def test_tflite_returns_every_head(model, tmp_path):
     interpreter = load_interpreter(path)
     for want in reference(model, sample_images()[:2]):
         got = run_tflite(interpreter, want["letterboxed"][None])
-        assert sorted(got) == ["boxes", "classes", "embedding", "label_probabilities", "num_detections", "scores"]
+        assert sorted(got) == [
+            "boxes",
+            "classes",
+            "embedding",
+            "label_probabilities",
+            "num_detections",
+            "scores",
+        ]
         assert all(np.isfinite(value).all() for value in got.values())
         assert_detections_match(
-            got["boxes"][0], got["scores"][0], got["classes"][0], got["num_detections"][0],
+            got["boxes"][0],
+            got["scores"][0],
+            got["classes"][0],
+            got["num_detections"][0],
             {**want, "boxes": want["letterboxed_boxes"]},
         )
-        np.testing.assert_allclose(got["label_probabilities"][0], want["label_probabilities"], atol=1e-4)
+        np.testing.assert_allclose(
+            got["label_probabilities"][0], want["label_probabilities"], atol=1e-4
+        )
         np.testing.assert_allclose(got["embedding"][0], want["embedding"], atol=1e-4)
 
 
-@pytest.mark.slow
 def test_onnx_returns_every_head_for_a_batch(model, tmp_path):
     import onnxruntime
 
@@ -203,15 +249,29 @@ def test_onnx_returns_every_head_for_a_batch(model, tmp_path):
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    assert names == ["boxes", "scores", "classes", "num_detections", "label_probabilities", "embedding"]
+    assert names == [
+        "boxes",
+        "scores",
+        "classes",
+        "num_detections",
+        "label_probabilities",
+        "embedding",
+    ]
     wants = reference(model, sample_images()[:2])
-    outputs = dict(zip(names, session.run(None, {"images": np.stack([w["letterboxed"] for w in wants])})))
+    outputs = dict(
+        zip(names, session.run(None, {"images": np.stack([w["letterboxed"] for w in wants])}))
+    )
     for index, want in enumerate(wants):
         assert_detections_match(
-            outputs["boxes"][index], outputs["scores"][index], outputs["classes"][index],
-            outputs["num_detections"][index], {**want, "boxes": want["letterboxed_boxes"]},
+            outputs["boxes"][index],
+            outputs["scores"][index],
+            outputs["classes"][index],
+            outputs["num_detections"][index],
+            {**want, "boxes": want["letterboxed_boxes"]},
         )
-        np.testing.assert_allclose(outputs["label_probabilities"][index], want["label_probabilities"], atol=1e-4)
+        np.testing.assert_allclose(
+            outputs["label_probabilities"][index], want["label_probabilities"], atol=1e-4
+        )
         np.testing.assert_allclose(outputs["embedding"][index], want["embedding"], atol=1e-4)
 
 
@@ -219,7 +279,9 @@ def test_export_arguments_are_checked(model, tmp_path):
     with pytest.raises(ValueError, match="multiple"):
         export_multi_task_tflite(model, tmp_path / "a.tflite", image_size=100)
     with pytest.raises(ValueError, match="quantize"):
-        export_multi_task_tflite(model, tmp_path / "a.tflite", image_size=IMAGE_SIZE, quantize="int8")
+        export_multi_task_tflite(
+            model, tmp_path / "a.tflite", image_size=IMAGE_SIZE, quantize="int8"
+        )
     with pytest.raises(ValueError, match=r"\.onnx"):
         export_multi_task_onnx(model, tmp_path / "a.bin", image_size=IMAGE_SIZE)
     with pytest.raises(ValueError, match="YOLORMultiTask"):

@@ -72,9 +72,7 @@ def test_contrastive_loss_by_hand_with_two_positives_and_unnormalised_inputs():
         math.exp(0.0) + math.exp(1.6),
     ]
     pairs = [(1.2, 0.0), (1.2, 1.6), (0.0, 1.6)]
-    expected = [
-        -0.5 * sum(s - math.log(d) for s in pair) for pair, d in zip(pairs, denominators)
-    ]
+    expected = [-0.5 * sum(s - math.log(d) for s in pair) for pair, d in zip(pairs, denominators)]
     scaled = EMBEDDINGS * np.array([[3.0], [0.5], [7.0]], "float32")  # normalised inside
     per_sample = SupervisedContrastiveLoss(temperature=0.5).call(np.array([3, 3, 3]), scaled)
     np.testing.assert_allclose(per_sample, expected, rtol=1e-5)

@@ -14,7 +14,11 @@ def test_heads_come_back_in_canonical_order():
 
 @pytest.mark.parametrize(
     "heads, message",
-    [(["segmentation"], "Unknown head"), ([], "at least one"), (["embedding", "embedding"], "more than once")],
+    [
+        (["segmentation"], "Unknown head"),
+        ([], "at least one"),
+        (["embedding", "embedding"], "more than once"),
+    ],
 )
 def test_bad_head_selections_are_named(heads, message):
     with pytest.raises(ValueError, match=message):

@@ -36,9 +36,7 @@ def test_micro_f1_by_hand():
 
 
 def test_recall_at_1_by_hand():
-    embeddings = np.array(
-        [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9], [-1.0, 0.0], [0.0, 2.0]]
-    )
+    embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.9], [-1.0, 0.0], [0.0, 2.0]])
     identities = np.array([1, 1, 2, 3, -1, 2])
     # Queries: 0 -> 1 (same), 1 -> 0 (same), 2 -> 5 (same, cosine 1), 5 -> 2 (same);
     # 3 has no partner and is no query; 4 has no identity and is ignored.

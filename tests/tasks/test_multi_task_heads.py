@@ -18,7 +18,9 @@ def sgd_step_of_vector(layer):
     before = layer.implicit_vector().numpy()
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(g * layer.implicit_vector())
-    for variable, gradient in zip(layer.trainable_variables, tape.gradient(loss, layer.trainable_variables)):
+    for variable, gradient in zip(
+        layer.trainable_variables, tape.gradient(loss, layer.trainable_variables)
+    ):
         variable.assign_sub(LEARNING_RATE * gradient)
     return layer.implicit_vector().numpy() - before, g
 

@@ -27,7 +27,10 @@ def test_the_shipped_recipe_builds_the_model_it_describes():
 
 def test_heads_section_selects_heads_and_forms(tmp_path):
     data = yaml.safe_load(RECIPE.read_text())
-    data["heads"] = {"embedding": "none", "classification": {"add": "network", "multiply": "factorization"}}
+    data["heads"] = {
+        "embedding": "none",
+        "classification": {"add": "network", "multiply": "factorization"},
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
     recipe = load_multi_task_recipe(path)
@@ -38,13 +41,18 @@ def test_heads_section_selects_heads_and_forms(tmp_path):
         "embedding": {"add": None, "multiply": None},
     }
     # A copy with other heads, e.g. for an ablation.
-    assert recipe.with_heads({"detection": None}).implicit == {"detection": {"add": None, "multiply": None}}
+    assert recipe.with_heads({"detection": None}).implicit == {
+        "detection": {"add": None, "multiply": None}
+    }
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"model": {"widht_multiplier": 0.5}}, r"unknown key\(s\) \['widht_multiplier'\] in section `model`"),
+        (
+            {"model": {"widht_multiplier": 0.5}},
+            r"unknown key\(s\) \['widht_multiplier'\] in section `model`",
+        ),
         ({"train": {"epochs": "ten"}}, "`train.epochs` must be int"),
         ({"heads": {"detection": "matrix"}}, "section `heads`.*'matrix'"),
         ({"heads": {}}, "at least one"),

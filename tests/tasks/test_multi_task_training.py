@@ -15,7 +15,11 @@ def test_recipe_to_scores_on_every_head(tmp_path):
     recipe = multi_task_recipe_from_dict(
         {
             "model": {"image_size": 64, "head_width": 16, "embedding_dim": 8},
-            "heads": {"detection": "vector", "classification": "network", "embedding": "factorization"},
+            "heads": {
+                "detection": "vector",
+                "classification": "network",
+                "embedding": "factorization",
+            },
             "train": {"epochs": 2, "batch_size": 8, "nominal_batch_size": 8},
             "optimizer": {"warmup_min_steps": 2},
             "data": {"num_train": 16, "num_val": 8, "image_size": 96},

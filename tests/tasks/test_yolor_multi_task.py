@@ -164,20 +164,27 @@ def test_forms_are_chosen_per_head_and_per_use():
             "embedding": None,
         }
     )
-    detection = [layer for layer in model.head_layers("detection") if isinstance(layer, ImplicitKnowledge)]
+    detection = [
+        layer for layer in model.head_layers("detection") if isinstance(layer, ImplicitKnowledge)
+    ]
     assert len(detection) == 4 and all(
         isinstance(layer, ImplicitAdd) and layer.form == "network" for layer in detection
     )
-    assert {layer.form for layer in model.head_layers("classification") if isinstance(layer, ImplicitKnowledge)} == {
-        "factorization"
-    }
+    assert {
+        layer.form
+        for layer in model.head_layers("classification")
+        if isinstance(layer, ImplicitKnowledge)
+    } == {"factorization"}
     assert not any(isinstance(layer, ImplicitKnowledge) for layer in model.head_layers("embedding"))
 
 
 def test_keras_file_round_trip(tmp_path):
     model = tiny_model(
         preset="yolor_csp",
-        implicit={"detection": "network", "classification": {"add": "factorization", "multiply": None}},
+        implicit={
+            "detection": "network",
+            "classification": {"add": "factorization", "multiply": None},
+        },
         loss_weights={"embedding": 0.25},
         class_names=["a", "b", "c"],
     )
@@ -225,7 +232,13 @@ def fixed_batch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic")
     generate_dataset(folder, num_train=32, num_val=1, image_size=96, seed=4)
     dataset, _ = build_multi_task_dataset(
-        folder, split="train", image_size=64, batch_size=32, flip=False, shuffle=False, verbose=False
+        folder,
+        split="train",
+        image_size=64,
+        batch_size=32,
+        flip=False,
+        shuffle=False,
+        verbose=False,
     )
     images, targets = next(iter(dataset))
     samples_of = collections.defaultdict(list)

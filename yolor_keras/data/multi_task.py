@@ -123,9 +123,7 @@ def read_identities(annotation_file):
         key = (area, float(bbox[2] * bbox[3]), -int(annotation["instance_id"]))
         if best[image_id] is None or key > best[image_id]:
             best[image_id] = key
-    return {
-        image_id: NO_IDENTITY if key is None else -key[2] for image_id, key in best.items()
-    }
+    return {image_id: NO_IDENTITY if key is None else -key[2] for image_id, key in best.items()}
 
 
 def _targets_dataset(source, identities):
@@ -250,9 +248,7 @@ def build_multi_task_dataset(
         }
         return image, targets
 
-    dataset = tf.data.Dataset.zip(decoded, seeds).map(
-        to_batch_element, num_parallel_calls=AUTOTUNE
-    )
+    dataset = tf.data.Dataset.zip(decoded, seeds).map(to_batch_element, num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True

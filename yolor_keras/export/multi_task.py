@@ -157,7 +157,9 @@ def fold_multi_task(model):
         if layer.weights and module_path(layer.name) not in assigned
     ]
     if unassigned:
-        raise ValueError(f"fold_multi_task() left deploy layers without weights: {unassigned[:10]}.")
+        raise ValueError(
+            f"fold_multi_task() left deploy layers without weights: {unassigned[:10]}."
+        )
     return folded
 
 

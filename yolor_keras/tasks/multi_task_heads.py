@@ -179,5 +179,10 @@ def pooled_fold_steps(head, implicit):
     names = _pooled_names(head)
     return [
         (IMPLICIT_LINEAR, names["hidden"], names["add"] if implicit["add"] else None, None),
-        (IMPLICIT_LINEAR, names["output"], None, names["multiply"] if implicit["multiply"] else None),
+        (
+            IMPLICIT_LINEAR,
+            names["output"],
+            None,
+            names["multiply"] if implicit["multiply"] else None,
+        ),
     ]

@@ -224,7 +224,10 @@ def _validate(recipe, source):
         (recipe.train.batch_size >= 2, "train.batch_size must be >= 2 (in-batch negatives)"),
         (recipe.loss.temperature > 0, "loss.temperature must be > 0"),
         (recipe.optimizer.lr0 > 0, "optimizer.lr0 must be > 0"),
-        (recipe.data.num_train >= recipe.train.batch_size, "data.num_train must be >= train.batch_size"),
+        (
+            recipe.data.num_train >= recipe.train.batch_size,
+            "data.num_train must be >= train.batch_size",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -199,7 +199,10 @@ class YOLORMultiTask(keras.Model):
 
         # === Losses and their progress-bar trackers ===
         self.detection_loss = YOLORLoss.from_detector(
-            self, box_gain=self.box_gain, obj_gain=self.obj_gain, cls_gain=self.cls_gain,
+            self,
+            box_gain=self.box_gain,
+            obj_gain=self.obj_gain,
+            cls_gain=self.cls_gain,
             anchor_t=self.anchor_t,
         )
         self.classification_loss = MultiLabelBinaryCrossentropy(pos_weight=self.label_pos_weight)
