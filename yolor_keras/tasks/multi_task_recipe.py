@@ -12,9 +12,6 @@ implicit knowledge), or ``{add: FORM, multiply: FORM}``.
 """
 
 import dataclasses
-import pathlib
-
-import yaml
 
 from yolor_keras.models import get_preset
 from yolor_keras.models import make_plan
@@ -23,6 +20,7 @@ from yolor_keras.tasks.multi_task_config import normalize_heads
 from yolor_keras.tasks.multi_task_config import normalize_implicit
 from yolor_keras.tasks.multi_task_config import normalize_loss_weights
 from yolor_keras.training.recipe import OptimizerConfig
+from yolor_keras.training.recipe import read_recipe_yaml
 
 
 @dataclasses.dataclass
@@ -236,12 +234,4 @@ def _validate(recipe, source):
 
 def load_multi_task_recipe(path):
     """Loads and validates a multi-task recipe YAML file."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Recipe file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML: {error}") from None
-    return multi_task_recipe_from_dict(data or {}, source=str(path))
+    return multi_task_recipe_from_dict(read_recipe_yaml(path), source=str(path))

@@ -150,8 +150,8 @@ def _validate(recipe, source):
             raise ValueError(f"{source}: {message}.")
 
 
-def load_recipe(path):
-    """Loads and validates a recipe YAML file."""
+def read_recipe_yaml(path):
+    """The parsed mapping of a recipe YAML file, with errors naming the file."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Recipe file not found: {path}")
@@ -160,4 +160,9 @@ def load_recipe(path):
             data = yaml.safe_load(handle)
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: not valid YAML: {error}") from None
-    return recipe_from_dict(data or {}, source=str(path))
+    return data or {}
+
+
+def load_recipe(path):
+    """Loads and validates a recipe YAML file."""
+    return recipe_from_dict(read_recipe_yaml(path), source=str(path))
