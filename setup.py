@@ -58,6 +58,8 @@ setup(
         "pyyaml>=6",
         "pillow>=10",
         "tqdm>=4.66",
+        # Registers the Keras classes when Keras is imported, not before.
+        "wrapt>=1.14",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["yolor=yolor_keras.cli:main"]},

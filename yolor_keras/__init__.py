@@ -1,13 +1,38 @@
 """yolor-keras: YOLOR (You Only Learn One Representation) in Keras 3.
 
-Importing the package registers every serializable class (layers, models,
-tasks, losses), which `keras.saving.load_model` needs to read `.keras` files.
-These modules use only `keras.ops`, so they load on any Keras backend.
+Loading a `.keras` file needs this package's serializable classes (layers,
+models, tasks, losses) registered with Keras. They are registered as soon as
+both this package and Keras are imported, in either order, so
+``import yolor_keras`` followed by ``keras.saving.load_model(...)`` works.
+Until Keras is imported nothing heavy is loaded, which keeps ``yolor --help``
+and other light entry points fast. Those modules use only `keras.ops`, so
+they load on any Keras backend.
 """
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-from yolor_keras import layers  # noqa: F401
-from yolor_keras import losses  # noqa: F401
-from yolor_keras import models  # noqa: F401
-from yolor_keras import tasks  # noqa: F401
+_SERIALIZABLE_SUBPACKAGES = ("layers", "losses", "models", "tasks")
+
+
+def register_serializable_classes(*_):
+    """Imports the subpackages whose classes `.keras` files refer to."""
+    for name in _SERIALIZABLE_SUBPACKAGES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def __getattr__(name):
+    # `yolor_keras.layers` and friends without an explicit submodule import.
+    if name in _SERIALIZABLE_SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if "keras" in sys.modules:
+    register_serializable_classes()
+else:
+    import wrapt
+
+    wrapt.register_post_import_hook(register_serializable_classes, "keras")
