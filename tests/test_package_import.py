@@ -1,0 +1,54 @@
+"""Importing the package is light, and still registers the Keras classes."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_import_does_not_load_keras(tmp_path):
+    out = _run(
+        """
+        import sys
+        import yolor_keras
+        print("keras" in sys.modules, "tensorflow" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert out.split() == ["False", "False"]
+
+
+def test_classes_register_whichever_is_imported_first(tmp_path):
+    path = tmp_path / "implicit.keras"
+    _run(
+        f"""
+        import keras
+        from yolor_keras.layers import ImplicitAdd, ImplicitMultiply
+        inputs = keras.Input((4, 4, 3))
+        outputs = ImplicitMultiply()(ImplicitAdd()(inputs))
+        keras.Model(inputs, outputs).save({str(path)!r})
+        """,
+        tmp_path,
+    )
+    for first, second in (("yolor_keras", "keras"), ("keras", "yolor_keras")):
+        out = _run(
+            f"""
+            import {first}
+            import {second}
+            model = keras.saving.load_model({str(path)!r})
+            print(sorted(type(layer).__name__ for layer in model.layers))
+            """,
+            tmp_path,
+        )
+        assert "ImplicitAdd" in out and "ImplicitMultiply" in out, (first, out)
