@@ -24,8 +24,13 @@ class AugmentationRecipe:
         perspective: perspective coefficient range, U(-perspective, perspective).
         flipud: probability of an up-down flip.
         fliplr: probability of a left-right flip.
-        mosaic: probability of a 4-image mosaic (else one letterboxed image).
+        mosaic: probability of a mosaic (else one letterboxed image).
         mixup: probability of blending with a second mosaic, ratio ~ Beta(8, 8).
+        mosaic_tiles: images per mosaic: 4 (the official `train.py`, a 2 x 2
+            mosaic around a random centre) or 9 (the official `tune.py`
+            fine-tuning stage, a 3 x 3 mosaic cropped at a random offset).
+            Not an official hyp key (the official code picks the mosaic by
+            script), so hyp files without it get 4.
     """
 
     hsv_h: float = 0.015
@@ -40,9 +45,19 @@ class AugmentationRecipe:
     fliplr: float = 0.5
     mosaic: float = 1.0
     mixup: float = 0.0
+    mosaic_tiles: int = 4
 
     def __post_init__(self):
+        # A count, not a strength: checked on its own, before the numbers.
+        tiles = self.mosaic_tiles
+        if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles not in (4, 9):
+            raise ValueError(
+                f"Augmentation recipe field 'mosaic_tiles' must be 4 or 9 "
+                f"(images per mosaic), got {tiles!r}."
+            )
         for field in dataclasses.fields(self):
+            if field.name == "mosaic_tiles":
+                continue
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(
