@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from yolor_keras.native_logs import quiet_native_logs
+
 SUBCOMMANDS = {
     "convert": "yolor_keras.convert.cli",
     "train": "yolor_keras.training.cli",
@@ -22,6 +24,11 @@ SUBCOMMANDS = {
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="yolor", description="YOLOR in Keras 3: convert, train, evaluate, detect, export, serve."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own log lines (hidden by default)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     modules = {}
@@ -39,6 +46,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Before any subcommand module can import TensorFlow.
+    quiet_native_logs(verbose="--verbose" in argv)
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     return modules[args.command].run(args) or 0

@@ -18,6 +18,8 @@ import os
 import pathlib
 import time
 
+from yolor_keras.native_logs import quiet_native_logs
+
 ASSETS = pathlib.Path(__file__).parent / "assets"
 BUNDLED_IMAGE = ASSETS / "shapes.jpg"
 
@@ -128,7 +130,9 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=8.0, help="training time budget")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-deploy", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's log lines")
     args = parser.parse_args(argv)
+    quiet_native_logs(verbose=args.verbose)
     os.makedirs(args.out, exist_ok=True)
 
     model_stage(args.weights)

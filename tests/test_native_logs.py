@@ -1,0 +1,50 @@
+"""The command line hides TensorFlow's native log lines and nothing else."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from yolor_keras.native_logs import quiet_native_logs
+    quiet_native_logs(verbose=sys.argv[1] == "verbose")
+    import tensorflow as tf
+    tf.function(lambda x: x + 1)(tf.constant(1.0))
+    print("own message", file=sys.stderr)
+    raise SystemExit("own error")
+    """
+)
+
+
+def _stderr(mode):
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    return result.stderr
+
+
+def test_quiet_mode_drops_native_lines_and_keeps_the_programs_own():
+    stderr = _stderr("quiet")
+    assert "own message" in stderr and "own error" in stderr
+    assert "I0000" not in stderr and "absl::InitializeLog" not in stderr, stderr
+
+
+def test_verbose_mode_keeps_native_lines():
+    stderr = _stderr("verbose")
+    # Without the filter TensorFlow 2.21 announces oneDNN at import time.
+    assert "oneDNN" in stderr or "I0000" in stderr, stderr
+    assert "own message" in stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["export", "--help"]])
+def test_cli_help_prints_no_native_lines(argv):
+    result = subprocess.run(
+        [sys.executable, "-m", "yolor_keras.cli", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: yolor" in result.stdout
+    assert "I0000" not in result.stderr and "oneDNN" not in result.stderr, result.stderr
