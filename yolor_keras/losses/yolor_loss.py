@@ -73,6 +73,13 @@ class YOLORLoss(keras.losses.Loss):
         neighbor_rule: ``"main"`` or ``"paper"``: which official branch's
             neighbour-cell test to use (see `assign_targets`); they differ
             only for centres exactly on a cell edge.
+        focal_gamma: the recipe's ``fl_gamma``. Above 0, the objectness and
+            class BCE become the official focal loss: each element's BCE
+            times ``alpha_t * (1 - p_t) ** focal_gamma``, where ``p = sigmoid
+            (logit)``, ``p_t = t * p + (1 - t) * (1 - p)`` and ``alpha_t = t *
+            alpha + (1 - t) * (1 - alpha)`` for target ``t``. 0 (the
+            recipes' value) is the plain BCE.
+        focal_alpha: the focal loss ``alpha`` (official: 0.25).
         name: name of the loss.
         reduction: Keras reduction of the per-sample values.
         dtype: dtype of the computation; float32 unless given.
@@ -102,6 +109,8 @@ class YOLORLoss(keras.losses.Loss):
         obj_pos_weight=1.0,
         label_smoothing=0.0,
         neighbor_rule="main",
+        focal_gamma=0.0,
+        focal_alpha=0.25,
         name="yolor_loss",
         reduction="sum_over_batch_size",
         dtype=None,
@@ -147,6 +156,12 @@ class YOLORLoss(keras.losses.Loss):
         self.obj_pos_weight = float(obj_pos_weight)
         self.label_smoothing = float(label_smoothing)
         self.neighbor_rule = neighbor_rule
+        self.focal_gamma = float(focal_gamma)
+        self.focal_alpha = float(focal_alpha)
+        if not self.focal_gamma >= 0.0:
+            raise ValueError(f"`focal_gamma` (fl_gamma) must be >= 0, got {focal_gamma!r}.")
+        if not 0.0 <= self.focal_alpha <= 1.0:
+            raise ValueError(f"`focal_alpha` must be in [0, 1], got {focal_alpha!r}.")
 
     @classmethod
     def from_detector(cls, detector, **kwargs):
@@ -255,7 +270,7 @@ class YOLORLoss(keras.losses.Loss):
                 ops.stop_gradient(ciou), 0.0
             )
             obj_target = scatter_last_write(obj_target_values, assigned["cell"], valid, num_cells)
-            obj_bce = _bce_with_logits(flat[..., 4], obj_target, self.obj_pos_weight)
+            obj_bce = self._criterion(flat[..., 4], obj_target, self.obj_pos_weight)
             obj_loss += self.balance[level] * ops.mean(obj_bce, axis=1)
 
             if self.num_classes > 1:
@@ -265,7 +280,7 @@ class YOLORLoss(keras.losses.Loss):
                 )
                 cls_target = negative + one_hot * (positive - negative)
                 cls_bce = ops.sum(
-                    _bce_with_logits(chosen[..., 5:], cls_target, self.cls_pos_weight),
+                    self._criterion(chosen[..., 5:], cls_target, self.cls_pos_weight),
                     axis=-1,
                 )
                 cls_loss += batch * ops.sum(weight * cls_bce, axis=1) / (count * self.num_classes)
@@ -281,6 +296,14 @@ class YOLORLoss(keras.losses.Loss):
             "cls": cls_loss,
             "loss": box_loss + obj_loss + cls_loss,
         }
+
+    def _criterion(self, logits, targets, pos_weight):
+        """Element-wise BCE, wrapped in the focal loss when ``focal_gamma > 0``."""
+        bce = _bce_with_logits(logits, targets, pos_weight)
+        if self.focal_gamma == 0.0:
+            # Exactly the plain BCE: the official code only wraps it for g > 0.
+            return bce
+        return bce * _focal_factor(logits, targets, self.focal_gamma, self.focal_alpha)
 
     def _read_labels(self, y_true):
         if not isinstance(y_true, dict) or not {"boxes", "classes"} <= set(y_true):
@@ -353,6 +376,8 @@ class YOLORLoss(keras.losses.Loss):
                 "obj_pos_weight": self.obj_pos_weight,
                 "label_smoothing": self.label_smoothing,
                 "neighbor_rule": self.neighbor_rule,
+                "focal_gamma": self.focal_gamma,
+                "focal_alpha": self.focal_alpha,
             }
         )
         return config
@@ -361,3 +386,16 @@ class YOLORLoss(keras.losses.Loss):
 def _bce_with_logits(logits, targets, pos_weight):
     """Element-wise BCE on logits with a positive-class weight, as PyTorch's."""
     return pos_weight * targets * ops.softplus(-logits) + (1.0 - targets) * ops.softplus(logits)
+
+
+def _focal_factor(logits, targets, gamma, alpha):
+    """The official `FocalLoss` factor ``alpha_t * (1 - p_t) ** gamma``.
+
+    ``p_t`` and ``alpha_t`` are linear in the target, so soft targets (the
+    IoU objectness target, label smoothing) are weighted as the official code
+    weights them.
+    """
+    probability = ops.sigmoid(logits)
+    p_t = targets * probability + (1.0 - targets) * (1.0 - probability)
+    alpha_t = targets * alpha + (1.0 - targets) * (1.0 - alpha)
+    return alpha_t * ops.power(1.0 - p_t, gamma)

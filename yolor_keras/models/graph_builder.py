@@ -22,6 +22,28 @@ from yolor_keras.models.reorg import ReOrg
 BATCHNORM_MOMENTUM = 0.97
 
 
+def torch_conv_initializers(kernel_size, in_channels):
+    """PyTorch's default `nn.Conv2d` initialisation, as Keras initializers.
+
+    Neither official branch re-initialises its convolutions, so they start
+    from PyTorch's defaults: ``kaiming_uniform_(a=sqrt(5))`` for the kernel,
+    which is U(-b, b) with ``b = 1 / sqrt(fan_in)`` (variance
+    ``1 / (3 * fan_in)``), and U(-b, b) for the bias, with ``fan_in =
+    in_channels * kernel_size ** 2``. Keras' default glorot_uniform would
+    start with 2 to 4 times that variance.
+
+    Returns:
+        ``(kernel_initializer, bias_initializer)``.
+    """
+    fan_in = int(in_channels) * int(kernel_size) ** 2
+    bound = 1.0 / fan_in**0.5
+    kernel = keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+    )
+    bias = keras.initializers.RandomUniform(-bound, bound)
+    return kernel, bias
+
+
 def _conv(node, inputs, bn_epsilon, deploy):
     x = inputs[0]
     kernel, stride = node["kernel"], node["stride"]
@@ -35,12 +57,15 @@ def _conv(node, inputs, bn_epsilon, deploy):
             # "same" would pad only bottom/right here; PyTorch pads all sides.
             x = keras.layers.ZeroPadding2D(kernel // 2, name=keras_name(node["pad_name"]))(x)
     has_bn = node["bn_name"] is not None
+    kernel_initializer, bias_initializer = torch_conv_initializers(kernel, x.shape[-1])
     x = keras.layers.Conv2D(
         node["filters"],
         kernel,
         strides=stride,
         padding=padding,
         use_bias=node["bias"] or (deploy and has_bn),
+        kernel_initializer=kernel_initializer,
+        bias_initializer=bias_initializer,
         name=keras_name(node["conv_name"]),
     )(x)
     if has_bn and not deploy:
@@ -137,10 +162,13 @@ def build_head_level(head_level, features, *, num_classes, bn_epsilon, deploy=Fa
     num_anchors = len(head_level.anchors)
     if not deploy:
         x = ImplicitAdd(name=keras_name(head_level.implicit_add_name))(x)
+    kernel_initializer, bias_initializer = torch_conv_initializers(1, x.shape[-1])
     x = keras.layers.Conv2D(
         num_anchors * (5 + num_classes),
         1,
         use_bias=True,
+        kernel_initializer=kernel_initializer,
+        bias_initializer=bias_initializer,
         name=keras_name(head_level.output_conv_name),
     )(x)
     if not deploy:

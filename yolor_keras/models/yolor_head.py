@@ -15,7 +15,8 @@ def prior_bias(num_anchors, num_classes, stride):
     """The official initial bias of a level's prediction conv (RetinaNet-style).
 
     Objectness starts near 8 objects per 640x640 image and class scores near
-    1 / num_classes, which keeps the first training steps stable.
+    1 / num_classes, which keeps the first training steps stable. The
+    official code adds it to the conv's randomly initialised bias.
     """
     bias = np.zeros((num_anchors, 5 + num_classes), "float32")
     bias[:, 4] += math.log(8 / (640 / stride) ** 2)
@@ -81,8 +82,11 @@ class YOLORHead(keras.Model):
         kwargs.setdefault("name", "head")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         for level in plan.head_levels:
-            self.get_layer(keras_name(level.output_conv_name)).bias.assign(
-                prior_bias(plan.num_anchors, plan.num_classes, level.stride)
+            # Both official branches add the prior to the conv's default
+            # (random uniform) bias rather than replacing it.
+            bias = self.get_layer(keras_name(level.output_conv_name)).bias
+            bias.assign(
+                np.asarray(bias) + prior_bias(plan.num_anchors, plan.num_classes, level.stride)
             )
 
         # === Config ===

@@ -7,6 +7,7 @@ from yolor_keras.losses import YOLORLoss
 from yolor_keras.models import YOLORDetector
 from yolor_keras.models import decode_predictions
 from yolor_keras.tasks.distribution import scale_for_replicas
+from yolor_keras.training.ema import average_batchnorm_statistics
 
 
 @keras.saving.register_keras_serializable(package="yolor_keras")
@@ -25,11 +26,20 @@ class YOLORObjectDetector(keras.Model):
     for that magnitude. The progress bar shows the unscaled official
     ``box``, ``obj`` and ``cls`` terms.
 
+    Compiled with `YOLORSGD`, the task also has the optimizer average its
+    BatchNorm moving statistics, so that the EMA model (evaluated and saved)
+    is the official one: averaged weights *and* averaged statistics.
+
     Args:
         detector: a `YOLORDetector` (the network).
         box_gain, obj_gain, cls_gain, anchor_t, cls_pos_weight,
-            obj_pos_weight: the recipe's loss values (``box``, ``obj``,
-            ``cls``, ``anchor_t``, ``cls_pw``, ``obj_pw``).
+            obj_pos_weight, focal_gamma: the recipe's loss values (``box``,
+            ``obj``, ``cls``, ``anchor_t``, ``cls_pw``, ``obj_pw``,
+            ``fl_gamma``).
+        neighbor_rule: the neighbour-cell rule of the target assignment,
+            ``"main"`` or ``"paper"``; None (default) takes the detector's
+            branch, so the ``*_paper`` presets train with the paper
+            branch's rule.
         loss_scale: multiplier of the mean loss before gradients.
         class_names: optional list of class names, kept with the model.
         **kwargs: standard `keras.Model` arguments.
@@ -55,6 +65,8 @@ class YOLORObjectDetector(keras.Model):
         obj_pos_weight=1.0,
         loss_scale=1.0,
         class_names=None,
+        focal_gamma=0.0,
+        neighbor_rule=None,
         **kwargs,
     ):
         # === Layers ===
@@ -73,6 +85,10 @@ class YOLORObjectDetector(keras.Model):
         self.anchor_t = float(anchor_t)
         self.cls_pos_weight = float(cls_pos_weight)
         self.obj_pos_weight = float(obj_pos_weight)
+        self.focal_gamma = float(focal_gamma)
+        if neighbor_rule is None:
+            neighbor_rule = "paper" if getattr(detector, "branch", "main") == "paper" else "main"
+        self.neighbor_rule = neighbor_rule
         self.loss_scale = float(loss_scale)
         self.class_names = list(class_names) if class_names is not None else None
         self.yolor_loss = YOLORLoss.from_detector(
@@ -83,6 +99,8 @@ class YOLORObjectDetector(keras.Model):
             anchor_t=self.anchor_t,
             cls_pos_weight=self.cls_pos_weight,
             obj_pos_weight=self.obj_pos_weight,
+            focal_gamma=self.focal_gamma,
+            neighbor_rule=self.neighbor_rule,
         )
         self.box_tracker = keras.metrics.Mean(name="box")
         self.obj_tracker = keras.metrics.Mean(name="obj")
@@ -103,6 +121,12 @@ class YOLORObjectDetector(keras.Model):
     @property
     def metrics(self):
         return super().metrics + [self.box_tracker, self.obj_tracker, self.cls_tracker]
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # Before the optimizer is built (first step, or loading a
+        # checkpoint, whose optimizer state then includes the averages).
+        average_batchnorm_statistics(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         raw = [ops.cast(output, "float32") for output in y_pred]
@@ -126,6 +150,8 @@ class YOLORObjectDetector(keras.Model):
             "anchor_t": self.anchor_t,
             "cls_pos_weight": self.cls_pos_weight,
             "obj_pos_weight": self.obj_pos_weight,
+            "focal_gamma": self.focal_gamma,
+            "neighbor_rule": self.neighbor_rule,
             "loss_scale": self.loss_scale,
             "class_names": self.class_names,
             "name": self.name,
@@ -152,6 +178,7 @@ class YOLORObjectDetector(keras.Model):
             anchor_t=loss.anchor_t,
             cls_pos_weight=loss.cls_pw,
             obj_pos_weight=loss.obj_pw,
+            focal_gamma=loss.fl_gamma,
             loss_scale=loss_scale,
             class_names=class_names,
         )

@@ -16,9 +16,22 @@ velocity. This optimizer follows PyTorch's update exactly::
     w = w - lr * (g + momentum * v)       (Nesterov)
 
 and updates the EMA after every real update (after gradient accumulation).
+
+Like the official ``ModelEMA``, which averages every floating entry of the
+model's state dict, the EMA also covers the BatchNorm moving means and
+variances once the model registers them with `average_statistics` (the
+detection task does so in `compile`).
+
+Gradient accumulation follows the official warmup ramp when
+``accumulation_warmup_steps`` is given: at batch ``ni`` the accumulation is
+``max(1, round(interp(ni, [0, nw], [1, nbs / bs])))`` (NumPy's interp and
+round-half-to-even), and the optimizer steps when ``ni % accumulate == 0``,
+applying the sum of the gradients gathered since the last step. Without it,
+Keras' fixed accumulation applies.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from yolor_keras.training.schedules import YOLORLearningRate
@@ -39,6 +52,31 @@ def _schedule_value(schedule, step):
     return schedule
 
 
+def accumulation_ramp(ratio, warmup_steps):
+    """The official accumulation at each warmup batch ``0 .. warmup_steps``.
+
+    ``max(1, round(interp(ni, [0, nw], [1, ratio])))`` with NumPy's
+    float64 interpolation and round-half-to-even, exactly as the official
+    ``train.py`` computes it; after warmup the last value holds.
+
+    Args:
+        ratio: ``nominal_batch_size / batch_size`` (not rounded).
+        warmup_steps: ``nw``, the warmup length in batches.
+
+    Returns:
+        An int64 array of ``warmup_steps + 1`` values.
+    """
+    steps = np.arange(int(warmup_steps) + 1)
+    if warmup_steps <= 0:
+        return np.array([max(1, int(np.round(ratio)))], "int64")
+    values = np.interp(steps, [0, warmup_steps], [1.0, float(ratio)])
+    return np.maximum(1, np.round(values)).astype("int64")
+
+
+def _ceil_div(numerator, denominator):
+    return ops.floor_divide(numerator + (denominator - 1), denominator)
+
+
 @keras.saving.register_keras_serializable(package="yolor_keras")
 class YOLORSGD(keras.optimizers.Optimizer):
     """Nesterov SGD with kernel-only weight decay, bias warmup and a ramped EMA.
@@ -57,6 +95,17 @@ class YOLORSGD(keras.optimizers.Optimizer):
         ema_decay: the EMA's final decay (0.9999); None disables the EMA.
         ema_ramp: updates over which the EMA decay ramps up (2000).
         gradient_accumulation_steps: batches per update (nominal batch 64).
+        accumulation_warmup_steps: the official warmup length ``nw`` in
+            batches; when given (even 0), accumulation follows the official
+            ramp and step rule (see the module doc) instead of Keras' fixed
+            one. None keeps Keras' fixed accumulation.
+        accumulation_ratio: ``nominal_batch_size / batch_size``, the value
+            the ramp rises to; defaults to ``gradient_accumulation_steps``.
+            ``gradient_accumulation_steps`` must equal its rounded value.
+        steps_per_epoch: batches per epoch; with the official rule, the
+            gradients gathered at the end of an epoch that did not reach a
+            step are dropped when the next epoch begins, as the official
+            loop's ``zero_grad`` before each epoch does.
         **kwargs: other `keras.optimizers.Optimizer` arguments.
     """
 
@@ -70,6 +119,9 @@ class YOLORSGD(keras.optimizers.Optimizer):
         ema_decay=0.9999,
         ema_ramp=2000.0,
         gradient_accumulation_steps=None,
+        accumulation_warmup_steps=None,
+        accumulation_ratio=None,
+        steps_per_epoch=None,
         name="yolor_sgd",
         **kwargs,
     ):
@@ -89,6 +141,98 @@ class YOLORSGD(keras.optimizers.Optimizer):
         self.kernel_weight_decay = float(kernel_weight_decay)
         self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.ema_ramp = float(ema_ramp)
+        accumulation = int(gradient_accumulation_steps or 1)
+        self.accumulation_warmup_steps = (
+            None if accumulation_warmup_steps is None else int(accumulation_warmup_steps)
+        )
+        self.accumulation_ratio = float(
+            accumulation if accumulation_ratio is None else accumulation_ratio
+        )
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"`steps_per_epoch` must be >= 1, got {steps_per_epoch}.")
+        if self.accumulation_warmup_steps is not None:
+            if self.accumulation_warmup_steps < 0:
+                raise ValueError(
+                    "`accumulation_warmup_steps` must be >= 0, got "
+                    f"{accumulation_warmup_steps}."
+                )
+            ramp = accumulation_ramp(self.accumulation_ratio, self.accumulation_warmup_steps)
+            if int(ramp[-1]) != accumulation:
+                raise ValueError(
+                    f"`accumulation_ratio` {self.accumulation_ratio} rounds to {int(ramp[-1])} "
+                    f"but `gradient_accumulation_steps` is {gradient_accumulation_steps}."
+                )
+            # The ramp is a non-decreasing step function; it is kept as the
+            # first batch of each accumulation value 2 .. A.
+            self._accumulation_starts = [
+                int(np.argmax(ramp >= value)) for value in range(2, accumulation + 1)
+            ]
+        self._statistics = []
+        self.statistic_averages = []
+
+    @property
+    def official_accumulation(self):
+        """Whether accumulation follows the official ramp and step rule."""
+        return bool(self.gradient_accumulation_steps) and self.accumulation_warmup_steps is not None
+
+    def accumulation_at(self, batch):
+        """The official accumulation at (0-based) batch ``batch``."""
+        steps = ops.convert_to_tensor(batch)
+        value = ops.ones_like(steps)
+        for start in self._accumulation_starts:
+            value = value + ops.cast(steps >= start, steps.dtype)
+        return value
+
+    def updates_before(self, batches):
+        """How many optimizer steps the official rule takes in ``batches`` batches.
+
+        The batches ``ni`` in ``[0, batches)`` with ``ni % accumulation_at(ni)
+        == 0``, counted in closed form over the ramp's constant stretches.
+        """
+        batches = ops.convert_to_tensor(batches)
+        starts = [0] + list(self._accumulation_starts)
+        count = ops.zeros_like(batches)
+        for index, start in enumerate(starts):
+            value = index + 1
+            end = ops.maximum(batches, start)
+            if index + 1 < len(starts):
+                end = ops.minimum(end, starts[index + 1])
+            count = count + _ceil_div(end, value) - _ceil_div(start, value)
+        return count
+
+    @property
+    def iterations(self):
+        # Under the official rule the number of updates is not batches // A.
+        if self.official_accumulation:
+            return self.updates_before(self._iterations)
+        return super().iterations
+
+    def average_statistics(self, variables):
+        """Also keeps an EMA of ``variables`` (BatchNorm moving statistics).
+
+        The official EMA averages every float entry of the model's state
+        dict, so the evaluated and saved model has averaged running means
+        and variances, not the last batch's. Call before the optimizer is
+        built (`YOLORObjectDetector.compile` does it).
+
+        Args:
+            variables: non-trainable float variables of the model, in a
+                fixed order (it is the order of the saved averages).
+        """
+        variables = list(variables)
+        if self.built:
+            if [id(v) for v in variables] == [id(v) for v in self._statistics]:
+                return
+            raise ValueError(
+                "YOLORSGD.average_statistics must be called before the optimizer is "
+                "built (before the first training step or checkpoint load)."
+            )
+        self._statistics = variables
+
+    def statistic_pairs(self):
+        """``(statistic, average)`` pairs of the averaged statistics."""
+        return list(zip(self._statistics, self.statistic_averages))
 
     def build(self, variables):
         if self.built:
@@ -102,6 +246,93 @@ class YOLORSGD(keras.optimizers.Optimizer):
             # starts as a copy of the model.
             for average, variable in zip(self.averages, variables):
                 average.assign(variable)
+            if self._statistics:
+                self.statistic_averages = [
+                    self.add_variable_from_reference(statistic, name="statistic_ema")
+                    for statistic in self._statistics
+                ]
+                for average, statistic in zip(self.statistic_averages, self._statistics):
+                    average.assign(statistic)
+
+    def _ema_decay_now(self, dtype):
+        # Called during an update, before the iteration counter moves on, so
+        # this update is number `iterations + 1`.
+        updates = ops.cast(self.iterations + 1, dtype)
+        return self.ema_decay * (1.0 - ops.exp(-updates / self.ema_ramp))
+
+    def _update_statistic_averages(self):
+        if not self.statistic_averages:
+            return
+        pairs = self.statistic_pairs()
+        decay = self._ema_decay_now("float32")
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Under tf.distribute the averages are updated in cross-replica
+            # context, each device from its own copy of the statistic.
+            def update(distribution, pairs):
+                for statistic, average in pairs:
+                    distribution.extended.update(
+                        average.value,
+                        lambda a, s: a.assign(decay * a + (1.0 - decay) * tf.cast(s, a.dtype)),
+                        args=(statistic.value,),
+                        group=False,
+                    )
+
+            tf.__internal__.distribute.interim.maybe_merge_call(
+                update, tf.distribute.get_strategy(), pairs
+            )
+            return
+        for statistic, average in pairs:
+            self.assign(average, decay * average + (1.0 - decay) * ops.cast(statistic, average.dtype))
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        if not self.official_accumulation:
+            super()._backend_apply_gradients(grads, trainable_variables)
+            if not self.gradient_accumulation_steps:
+                self._update_statistic_averages()
+            else:
+                ops.cond(
+                    (self._iterations + 1) % self.gradient_accumulation_steps == 0,
+                    self._update_statistic_averages,
+                    lambda: None,
+                )
+            return
+        batch = self._iterations
+        is_update_step = ops.equal(batch % self.accumulation_at(batch), 0)
+        accumulators = [
+            self._accumulated_gradients[self._get_variable_index(v)] for v in trainable_variables
+        ]
+        if self.steps_per_epoch:
+            # 0 on the first batch of an epoch: what was gathered is dropped.
+            keep = ops.not_equal(batch % self.steps_per_epoch, 0)
+        else:
+            keep = ops.convert_to_tensor(True)
+        scale = float(self.gradient_accumulation_steps)
+
+        def update():
+            # The loss is scaled for `A` batches per step (the nominal
+            # batch); the official step applies the plain sum of the batches
+            # gathered, so the sum is divided by `A`, whatever their number.
+            total = [
+                (g + ops.where(keep, a, ops.zeros_like(a))) / scale
+                for g, a in zip(grads, accumulators)
+            ]
+            total = self._clip_gradients(total)
+            self._apply_weight_decay(trainable_variables)
+            self._backend_update_step(total, trainable_variables, self.learning_rate)
+            self._backend_reset_gradient_accumulators()
+            self._update_statistic_averages()
+
+        def gather():
+            # accumulator <- keep * accumulator + g, through the backend's
+            # (distribution-aware) increment.
+            increments = [
+                g - ops.where(keep, ops.zeros_like(a), a) for g, a in zip(grads, accumulators)
+            ]
+            self._backend_increment_gradient_accumulators(increments, accumulators)
+
+        ops.cond(is_update_step, update, gather)
 
     def _decays(self, variable):
         return (
@@ -128,8 +359,7 @@ class YOLORSGD(keras.optimizers.Optimizer):
         step = gradient + momentum * velocity if self.nesterov else velocity
         self.assign_sub(variable, learning_rate * step)
         if self.averages:
-            updates = ops.cast(self.iterations + 1, dtype)
-            decay = self.ema_decay * (1.0 - ops.exp(-updates / self.ema_ramp))
+            decay = self._ema_decay_now(dtype)
             average = self.averages[self._get_variable_index(variable)]
             self.assign(average, decay * average + (1.0 - decay) * variable)
 
@@ -157,6 +387,9 @@ class YOLORSGD(keras.optimizers.Optimizer):
                 "kernel_weight_decay": self.kernel_weight_decay,
                 "ema_decay": self.ema_decay,
                 "ema_ramp": self.ema_ramp,
+                "accumulation_warmup_steps": self.accumulation_warmup_steps,
+                "accumulation_ratio": self.accumulation_ratio,
+                "steps_per_epoch": self.steps_per_epoch,
             }
         )
         return config
@@ -178,13 +411,15 @@ def build_optimizer(recipe, steps_per_epoch, epochs, batch_size, nominal_batch_s
         recipe: a mapping with the official hyperparameter keys (``lr0``,
             ``lrf``, ``momentum``, ``weight_decay``, ``warmup_epochs``,
             ``warmup_momentum``, ``warmup_bias_lr``; optional
-            ``warmup_min_steps``, the official 1000 by default).
+            ``warmup_min_steps``, the official 1000 by default, and
+            ``ema_decay``, 0.9999 by default).
         steps_per_epoch: batches per epoch.
         epochs: total epochs.
         batch_size: global batch size.
         nominal_batch_size: the batch the recipe was tuned for (64): smaller
-            batches accumulate gradients up to it, and weight decay is
-            scaled by the ratio as the official code does.
+            batches accumulate gradients up to it, ramping up over the
+            warmup, and weight decay is scaled by the ratio as the official
+            code does.
     """
     accumulate = max(round(nominal_batch_size / batch_size), 1)
     minimum = recipe.get("warmup_min_steps", 1000)
@@ -204,5 +439,9 @@ def build_optimizer(recipe, steps_per_epoch, epochs, batch_size, nominal_batch_s
         momentum=momentum,
         nesterov=True,
         kernel_weight_decay=recipe["weight_decay"] * batch_size * accumulate / nominal_batch_size,
+        ema_decay=recipe.get("ema_decay", 0.9999),
         gradient_accumulation_steps=accumulate if accumulate >= 2 else None,
+        accumulation_warmup_steps=warmup if accumulate >= 2 else None,
+        accumulation_ratio=nominal_batch_size / batch_size if accumulate >= 2 else None,
+        steps_per_epoch=steps_per_epoch,
     )
