@@ -47,39 +47,35 @@ def read_coco_json(
     report = reasons.DataReport(os.path.basename(annotation_file))
 
     categories = sorted(coco["categories"], key=lambda category: category["id"])
-    category_ids = [int(category["id"]) for category in categories]
+    category_ids = [category["id"] for category in categories]
     class_names = [str(category.get("name", category["id"])) for category in categories]
     class_of_category = {cid: index for index, cid in enumerate(category_ids)}
 
-    images = coco["images"]
-    for position, image in enumerate(images):
-        for key in ("id", "file_name"):
-            if key not in image:
-                raise ValueError(
-                    f"{annotation_file}: images[{position}] has no '{key}' field."
-                )
-    objects = {int(image["id"]): [] for image in images}
-    for annotation in coco["annotations"]:
-        image_id = annotation.get("image_id")
-        if image_id not in objects:
-            report.skip(reasons.UNKNOWN_IMAGE, f"annotation {annotation.get('id')}")
+    entries, known_ids = _image_entries(coco["images"], annotation_file, image_dir, report)
+    # Annotations of images skipped above are not "unknown": their image
+    # was counted once already.
+    objects = {image_id: [] for image_id in known_ids}
+    for position, annotation in enumerate(coco["annotations"]):
+        image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+        if not _is_integer(image_id) or image_id not in objects:
+            report.skip(reasons.UNKNOWN_IMAGE, f"annotations[{position}]")
             continue
         objects[image_id].append(annotation)
 
-    paths = [os.path.join(image_dir, image["file_name"]) for image in images]
-    report.num_indexed = len(images)
-    probes = probe_images(paths, report, decode=verify == "decode")
+    report.num_indexed = len(coco["images"])
+    probes = probe_images([path for _, _, path, _ in entries], report, decode=verify == "decode")
 
     samples = []
-    for image, path, probe in zip(images, paths, probes):
+    for (image_id, name, path, annotated_size), probe in zip(entries, probes):
         if probe.problem is not None:
             continue
-        name = image["file_name"]
         boxes, classes = _annotation_boxes(
-            objects[int(image["id"])], class_of_category, include_crowd, report, name
+            objects[image_id], class_of_category, include_crowd, report, name
         )
-        annotated_size = (image.get("width"), image.get("height"))
-        if all(annotated_size) and annotated_size != (probe.width, probe.height):
+        # probe.width/height are the displayed size (EXIF orientation
+        # applied), which is also what COCO's width/height describe, so a
+        # rotated photo annotated on its displayed form needs no repair.
+        if annotated_size is not None and annotated_size != (probe.width, probe.height):
             # The boxes were drawn on the annotated size; follow the file.
             report.repair(reasons.SIZE_MISMATCH, name)
             boxes = boxes * np.array(
@@ -94,7 +90,7 @@ def read_coco_json(
                 image=probe.data if probe.data is not None else path,
                 boxes=boxes,
                 classes=classes,
-                image_id=int(image["id"]),
+                image_id=image_id,
                 height=probe.height,
                 width=probe.width,
                 name=name,
@@ -111,6 +107,66 @@ def read_coco_json(
     )
 
 
+def _is_integer(value):
+    # bool is an int subclass, but `true` is no image id.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_size(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and value > 0
+    )
+
+
+def _image_entries(images, annotation_file, image_dir, report):
+    """Validates the `images` list.
+
+    Returns (entries, ids): an (id, file_name, path, annotated size or None)
+    tuple per usable entry, and the set of every valid id seen.
+
+    Entries that cannot be used are counted skips, never tracebacks: a
+    missing or non-integer id, a `file_name` that is not a string or that
+    resolves outside the image folder (`../x.jpg`, an absolute path, a
+    symlink out), a `width`/`height` that is not a positive number. Two
+    entries with one id would merge their boxes, so that is an error.
+    """
+    root = os.path.realpath(image_dir)
+    entries, first_entry = [], {}
+    for position, image in enumerate(images):
+        where = f"images[{position}]"
+        if not isinstance(image, dict) or not _is_integer(image.get("id")):
+            report.skip(reasons.BAD_IMAGE_ENTRY, where)
+            continue
+        image_id, name = image["id"], image.get("file_name")
+        if image_id in first_entry:
+            raise ValueError(
+                f"{annotation_file}: image id {image_id} is used twice, by "
+                f"images[{first_entry[image_id]}] and {where} (file_name "
+                f"{name!r}); each image needs its own id."
+            )
+        first_entry[image_id] = position
+        if not isinstance(name, str) or not name:
+            report.skip(reasons.BAD_FILE_NAME, f"{where} (id {image_id})")
+            continue
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([root, path]) != root or path == root:
+            report.skip(reasons.PATH_OUTSIDE_ROOT, name)
+            continue
+        width, height = image.get("width"), image.get("height")
+        if width is None or height is None:
+            annotated_size = None  # not annotated: nothing to check against
+        elif _is_size(width) and _is_size(height):
+            annotated_size = (width, height)
+        else:
+            report.skip(reasons.BAD_IMAGE_SIZE, name)
+            continue
+        entries.append((image_id, name, path, annotated_size))
+    return entries, set(first_entry)
+
+
 def _load_json(annotation_file):
     try:
         with open(annotation_file, encoding="utf-8") as file:
@@ -125,9 +181,19 @@ def _load_json(annotation_file):
         if not isinstance(coco.get(key), list):
             raise ValueError(f"{annotation_file}: missing the '{key}' list.")
     coco.setdefault("annotations", [])  # image_info files (test-dev) have none
+    if not isinstance(coco["annotations"], list):
+        raise ValueError(f"{annotation_file}: 'annotations' is not a list.")
+    seen = set()
     for position, category in enumerate(coco["categories"]):
-        if "id" not in category:
-            raise ValueError(f"{annotation_file}: categories[{position}] has no 'id'.")
+        if not isinstance(category, dict) or not _is_integer(category.get("id")):
+            raise ValueError(
+                f"{annotation_file}: categories[{position}] has no integer 'id'."
+            )
+        if category["id"] in seen:
+            raise ValueError(
+                f"{annotation_file}: category id {category['id']} is used twice."
+            )
+        seen.add(category["id"])
     return coco
 
 
@@ -154,7 +220,7 @@ def _annotation_boxes(annotations, class_of_category, include_crowd, report, nam
             report.note(reasons.CROWD_EXCLUDED, name)
             continue
         category = annotation.get("category_id")
-        if category not in class_of_category:
+        if not _is_integer(category) or category not in class_of_category:
             report.skip(reasons.UNKNOWN_CATEGORY, name)
             continue
         bbox = annotation.get("bbox")

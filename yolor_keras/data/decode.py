@@ -3,13 +3,15 @@
 import numpy as np
 import tensorflow as tf
 
+from yolor_keras.data import exif
 from yolor_keras.data import transforms
 
 
 def read_image(image, is_path):
     """Reads and decodes an image to RGB uint8.
 
-    Grayscale, palette, RGBA and CMYK images come out as RGB (channels=3).
+    Grayscale, palette, RGBA and CMYK images come out as RGB (channels=3),
+    turned the way their EXIF orientation says (see `exif.decode_image`).
 
     Args:
         image: tf.string, a file path or encoded bytes.
@@ -19,8 +21,7 @@ def read_image(image, is_path):
         (H, W, 3) uint8.
     """
     data = tf.cond(is_path, lambda: tf.io.read_file(image), lambda: image)
-    decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
-    return tf.ensure_shape(decoded, [None, None, 3])
+    return exif.decode_image(data)
 
 
 _JPEG_SCALES = (1, 2, 4, 8)  # the DCT scalings libjpeg decodes directly
@@ -33,7 +34,8 @@ def read_image_for_size(image, is_path, long_side):
     coefficients, which costs less than a full decode and yields fewer
     pixels to resample. The scale is the smallest whose long side is still
     at least `long_side`, so no detail the output can hold is lost. Other
-    formats are decoded at full size.
+    formats are decoded at full size. The EXIF orientation is applied, so
+    pixels and size are those of the displayed image.
 
     Args:
         image: tf.string, a file path or encoded bytes.
@@ -41,13 +43,15 @@ def read_image_for_size(image, is_path, long_side):
         long_side: the long side the image will be resampled to.
 
     Returns:
-        (pixels (h, w, 3) uint8, original (2,) int32 height and width).
+        (pixels (h, w, 3) uint8, original (2,) int32 height and width of
+        the displayed image).
     """
     data = tf.cond(is_path, lambda: tf.io.read_file(image), lambda: image)
 
     def scaled_jpeg():
-        original = tf.image.extract_jpeg_shape(data)[:2]
-        longest = tf.reduce_max(original)
+        stored = tf.image.extract_jpeg_shape(data)[:2]
+        orientation = exif.exif_orientation(data)
+        longest = tf.reduce_max(stored)
         # Number of halvings (at most 3) that keep the long side covered.
         index = tf.add_n(
             [tf.cast(longest // r >= long_side, tf.int32) for r in (2, 4, 8)]
@@ -56,10 +60,12 @@ def read_image_for_size(image, is_path, long_side):
             lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r)
             for r in _JPEG_SCALES
         ]
-        return tf.switch_case(index, branches), original
+        pixels = exif.apply_orientation(tf.switch_case(index, branches), orientation)
+        original = tf.where(exif.swaps_axes(orientation), stored[::-1], stored)
+        return pixels, original
 
     def any_format():
-        decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+        decoded = exif.decode_image(data)
         return decoded, tf.shape(decoded)[:2]
 
     pixels, original = tf.cond(tf.io.is_jpeg(data), scaled_jpeg, any_format)

@@ -77,6 +77,13 @@ def probe_image(source, decode=False):
             mode, image_format = image.mode, image.format
     except Exception:  # Pillow raises many types for bad files
         return ImageProbe(problem=reasons.UNREADABLE_IMAGE)
+    if image_format == "JPEG":
+        # Sizes are those of the displayed image (EXIF orientation applied),
+        # as the pipeline decodes it and as annotation tools show it.
+        from yolor_keras.data.exif import orientation_of  # deferred: needs TF
+
+        if orientation_of(data) >= 5:
+            width, height = height, width
     probe = ImageProbe(width=width, height=height, mode=mode)
     if min(width, height) < MIN_IMAGE_SIDE:
         probe.problem = reasons.TINY_IMAGE
@@ -113,10 +120,12 @@ def _reencode_as_png(data):
 
 
 def _tf_decodes(data, width, height):
-    import tensorflow as tf  # deferred: probing headers needs no TensorFlow
+    import tensorflow as tf  # deferred: probing non-JPEG headers needs no TensorFlow
+
+    from yolor_keras.data.exif import decode_image_eagerly
 
     try:
-        decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+        decoded = decode_image_eagerly(data)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
         return False
     return tuple(decoded.shape[:2]) == (height, width)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from yolor_keras.data import augment
 from yolor_keras.data import decode
+from yolor_keras.data import report as reasons
 from yolor_keras.data.coco_reader import read_coco_json
 from yolor_keras.data.recipe import AugmentationRecipe
 from yolor_keras.data.records import DetectionSource
@@ -234,9 +235,8 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
         return decode.decode_for_training(element, image_size, resize=resize)
 
     if cache:
-        decoded = source.encoded_dataset(shuffle=False)
-        decoded = decoded.map(decode_sample, num_parallel_calls=AUTOTUNE)
-        decoded = _skip_undecodable(decoded, source).cache()
+        encoded = source.encoded_dataset(shuffle=False)
+        decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
         _fill_cache(decoded, source.num_samples, verbose)
         if shuffle:
             decoded = decoded.shuffle(
@@ -247,9 +247,7 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
         decoded = decoded.repeat(group)
     else:
         encoded = source.encoded_dataset(shuffle=shuffle, seed=seed).repeat(group)
-        decoded = _skip_undecodable(
-            encoded.map(decode_sample, num_parallel_calls=AUTOTUNE), source
-        )
+        decoded = decode_skipping_failures(encoded, decode_sample, source)
 
     groups = decoded.padded_batch(
         group,
@@ -299,9 +297,8 @@ def _letterboxed(
         return image, labels
 
     if cache:
-        decoded = source.encoded_dataset(shuffle=False)
-        decoded = decoded.map(decode_sample, num_parallel_calls=AUTOTUNE)
-        decoded = _skip_undecodable(decoded, source).cache()
+        encoded = source.encoded_dataset(shuffle=False)
+        decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
         _fill_cache(decoded, source.num_samples, verbose)
         if shuffle:
             decoded = decoded.shuffle(
@@ -309,9 +306,7 @@ def _letterboxed(
             )
     else:
         encoded = source.encoded_dataset(shuffle=shuffle, seed=seed)
-        decoded = _skip_undecodable(
-            encoded.map(decode_sample, num_parallel_calls=AUTOTUNE), source
-        )
+        decoded = decode_skipping_failures(encoded, decode_sample, source)
     return decoded.map(to_batch_element, num_parallel_calls=AUTOTUNE)
 
 
@@ -330,12 +325,102 @@ def _fill_cache(dataset, num_samples, verbose):
             progress.update(count)
 
 
-def _skip_undecodable(dataset, source):
-    """Drops (with a logged warning) images that fail to decode.
+# A valid 1 x 1 PNG: the stand-in a failed decode is replaced by, so that the
+# failure travels down the pipeline as a flagged element with the same
+# structure as a good one (tf.data cannot catch an error any other way than
+# by dropping the element silently).
+_STAND_IN_IMAGE = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02"
+    b"\x00\x00\x00\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe"
+    b"\x02\xfe\r\xefF\xb8\x00\x00\x00\x00IEND\xaeB`\x82"
+)
 
-    Only for sources not decoded at index time: there a corrupt file would
-    otherwise stop training mid-epoch.
+
+class DecodeFailures:
+    """Counts, in the source's report, the images the pipeline could not decode.
+
+    Each failing image is counted once (training repeats images), as a
+    skipped image under `report.UNDECODABLE_IN_PIPELINE`, and the report's
+    usable count goes down by one, so the summary and `info.report` say how
+    many images the epochs and evaluations really ran on.
+
+    Args:
+        source: the `DetectionSource` whose report is updated.
+    """
+
+    def __init__(self, source):
+        import threading
+
+        self.report = source.report
+        self._names = {}
+        for sample in getattr(source, "samples", ()):
+            self._names[int(sample.image_id)] = sample.name
+        self._failed = set()
+        self._lock = threading.Lock()
+
+    @property
+    def failed_image_ids(self):
+        """The ids of the images that failed to decode so far."""
+        return frozenset(self._failed)
+
+    def record(self, image_id):
+        image_id = int(image_id)
+        with self._lock:
+            if image_id in self._failed:
+                return False
+            self._failed.add(image_id)
+            name = self._names.get(image_id, f"image id {image_id}")
+            self.report.skip(reasons.UNDECODABLE_IN_PIPELINE, name)
+            self.report.num_usable = max(0, self.report.num_usable - 1)
+        tf.get_logger().warning(f"{self.report.name}: skipped {name}: it failed to decode.")
+        return False
+
+
+def decode_skipping_failures(encoded, decode_sample, source):
+    """Maps `decode_sample` over encoded elements; undecodable ones are counted.
+
+    Sources decoded once at index time (`fully_verified`) cannot fail here
+    and get a plain parallel map. For the others (`verify="header"`, tfds),
+    each element is decoded in its own one-element dataset whose error is
+    caught by `ignore_errors`; a stand-in then marks the failure, which is
+    counted in `source.report` (see `DecodeFailures`) and filtered out.
+    Order is kept.
+
+    Args:
+        encoded: a dataset of encoded elements (see `DetectionSource`).
+        decode_sample: element -> decoded structure (graph ops).
+        source: the `DetectionSource` the elements come from.
+
+    Returns:
+        The dataset of decoded structures, without the images that failed.
     """
     if source.fully_verified:
-        return dataset
-    return dataset.ignore_errors(log_warning=True)
+        return encoded.map(decode_sample, num_parallel_calls=AUTOTUNE)
+    failures = getattr(source, "decode_failures", None)
+    if failures is None:
+        failures = DecodeFailures(source)
+        source.decode_failures = failures
+
+    def attempt(element):
+        decoded = tf.data.Dataset.from_tensors(element).map(
+            lambda e: (decode_sample(e), tf.constant(True), e["image_id"])
+        )
+        stand_in = dict(element, image=tf.constant(_STAND_IN_IMAGE), is_path=False)
+        fallback = tf.data.Dataset.from_tensors(stand_in).map(
+            lambda e: (decode_sample(e), tf.constant(False), element["image_id"])
+        )
+        return decoded.ignore_errors().concatenate(fallback).take(1)
+
+    def decoded_well(decoded, ok, image_id):
+        del decoded
+        return tf.cond(
+            ok,
+            lambda: tf.constant(True),
+            lambda: tf.py_function(failures.record, [image_id], tf.bool),
+        )
+
+    # One element per inner dataset, so interleaving keeps the input order.
+    flagged = encoded.interleave(
+        attempt, cycle_length=8, num_parallel_calls=AUTOTUNE, deterministic=True
+    )
+    return flagged.filter(decoded_well).map(lambda decoded, ok, image_id: decoded)

@@ -9,9 +9,15 @@ EMPTY_IMAGE = "empty (0-byte) image file"
 UNREADABLE_IMAGE = "unreadable or corrupt image"
 TRUNCATED_IMAGE = "truncated image"
 TINY_IMAGE = "image smaller than 10 px"
+UNDECODABLE_IN_PIPELINE = "image that failed to decode in the pipeline"
+BAD_IMAGE_ENTRY = "image entry without a usable id"
+BAD_FILE_NAME = "image entry whose file_name is not a string"
+PATH_OUTSIDE_ROOT = "image path outside the image folder"
+BAD_IMAGE_SIZE = "image entry whose width/height is not a positive number"
 # Single objects that are dropped:
 BAD_LABEL_LINE = "label line without 5 numbers"
 CLASS_OUT_OF_RANGE = "class id outside [0, num_classes)"
+CLASS_ID_OVER_CAP = "class id too large to infer a class count from"
 EMPTY_BOX = "box with non-positive size"
 BAD_ANNOTATION = "annotation without a valid bbox"
 UNKNOWN_CATEGORY = "annotation of an unknown category"
@@ -69,6 +75,11 @@ class DataReport:
         examples = self.examples[reason]
         if len(examples) < self.max_examples and file_name not in examples:
             examples.append(str(file_name))
+
+    @property
+    def num_dropped(self):
+        """Images indexed but not usable (skipped at index time or in the pipeline)."""
+        return self.num_indexed - self.num_usable
 
     @property
     def clean(self):

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from yolor_keras.data import exif
 from yolor_keras.data import report as reasons
 from yolor_keras.data.records import DetectionSource
 
@@ -269,11 +270,14 @@ class TFDSSource(DetectionSource):
 
 
 def _image_size(encoded):
-    """(height, width) of an encoded image; JPEG needs only its header."""
+    """(height, width) of the displayed image; JPEG needs only its headers."""
+
+    def jpeg_size():
+        stored = tf.image.extract_jpeg_shape(encoded)[:2]
+        return tf.stack(exif.displayed_size(encoded, stored[0], stored[1]))
+
     return tf.cond(
         tf.io.is_jpeg(encoded),
-        lambda: tf.image.extract_jpeg_shape(encoded)[:2],
-        lambda: tf.shape(
-            tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        )[:2],
+        jpeg_size,
+        lambda: tf.shape(exif.decode_image(encoded))[:2],
     )
