@@ -2,6 +2,32 @@
 
 import sys
 
+from yolor_keras.serving import limits as defaults
+
+
+def _positive_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _seconds(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0; got {text!r}")
+    return value
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -9,7 +35,10 @@ def add_parser(subparsers):
         help="Serve exported models with TF Serving's REST/gRPC API (KServe).",
         description=(
             "Serves every ROOT/NAME/VERSION export: POST /v1/models/NAME[/versions/N]:predict "
-            'with {"instances": [{"b64": ...}]}, GET /v1/models/NAME for status.'
+            'with {"instances": [{"b64": ...}]}, GET /v1/models/NAME for status. There is no '
+            "authentication or TLS: the default address keeps the server on this machine; put a "
+            "reverse proxy with TLS and authentication in front to serve a network, and serve "
+            "only models you trust."
         ),
     )
     parser.add_argument("root", nargs="?", default="saved_models", help="Model root (saved_models).")
@@ -25,9 +54,69 @@ def add_parser(subparsers):
         default=None,
         help="Also serve TF Serving's gRPC PredictionService on this port (e.g. 8500).",
     )
-    parser.add_argument("--max-batch-size", type=int, default=None, help="Images per request (64).")
-    parser.add_argument("--threads", type=int, default=8, help="Threads running the model (8).")
+    parser.add_argument("--threads", type=_positive_int, default=8, help="Threads running the model (8).")
+    group = parser.add_argument_group(
+        "limits",
+        "What a request, and all requests together, may ask of the server. With the defaults "
+        "its memory stays near 4 GB at worst, plus the model's own.",
+    )
+    group.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=defaults.DEFAULT_MAX_REQUEST_BYTES,
+        help="Largest REST body or gRPC message; larger ones get HTTP 413 / RESOURCE_EXHAUSTED "
+        f"unread (default {defaults.DEFAULT_MAX_REQUEST_BYTES}, 32 MiB).",
+    )
+    group.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=defaults.DEFAULT_MAX_BATCH_SIZE,
+        help=f"Most images per request (default {defaults.DEFAULT_MAX_BATCH_SIZE}).",
+    )
+    group.add_argument(
+        "--max-image-pixels",
+        type=_positive_int,
+        default=defaults.DEFAULT_MAX_IMAGE_PIXELS,
+        help="Most pixels (height x width) per image, read from its header before decoding "
+        f"(default {defaults.DEFAULT_MAX_IMAGE_PIXELS} = 8192 x 8192).",
+    )
+    group.add_argument(
+        "--max-inflight-pixels",
+        type=_positive_int,
+        default=defaults.DEFAULT_MAX_INFLIGHT_PIXELS,
+        help="Most pixels decoded at once across all requests (about 15 bytes each); a request "
+        "waits until its pixels fit, and one that alone exceeds this gets 413 / "
+        f"RESOURCE_EXHAUSTED (default {defaults.DEFAULT_MAX_INFLIGHT_PIXELS} = 2 x 8192 x 8192, "
+        "e.g. 64 full-HD frames).",
+    )
+    group.add_argument(
+        "--max-concurrent-requests",
+        type=_positive_int,
+        default=defaults.DEFAULT_MAX_CONCURRENT_REQUESTS,
+        help="Most requests handled at once per protocol; more REST requests wait for a turn, "
+        "more gRPC calls get RESOURCE_EXHAUSTED "
+        f"(default {defaults.DEFAULT_MAX_CONCURRENT_REQUESTS}).",
+    )
+    group.add_argument(
+        "--queue-timeout",
+        type=_seconds,
+        default=defaults.DEFAULT_QUEUE_TIMEOUT,
+        help="Seconds a request may wait for a turn or for pixel budget before HTTP 503 / "
+        f"UNAVAILABLE (default {defaults.DEFAULT_QUEUE_TIMEOUT:g}).",
+    )
     return parser
+
+
+def limits_from_args(args):
+    """The `ServingLimits` of parsed `yolor serve` arguments."""
+    return defaults.ServingLimits(
+        max_request_bytes=args.max_request_bytes,
+        max_batch_size=args.max_batch_size,
+        max_image_pixels=args.max_image_pixels,
+        max_inflight_pixels=args.max_inflight_pixels,
+        max_concurrent_requests=args.max_concurrent_requests,
+        queue_timeout=args.queue_timeout,
+    )
 
 
 def run(args):
@@ -39,8 +128,8 @@ def run(args):
             host=args.host,
             port=args.port,
             grpc_port=args.grpc_port,
-            max_batch_size=args.max_batch_size,
             threads=args.threads,
+            limits=limits_from_args(args),
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"yolor serve: {error}", file=sys.stderr)
