@@ -12,6 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from yolor_keras.data.exif import decode_image_eagerly
 from yolor_keras.inference.letterbox import check_image_size
 from yolor_keras.inference.letterbox import letterbox
 from yolor_keras.inference.postprocess import non_max_suppression
@@ -21,9 +22,9 @@ from yolor_keras.inference.postprocess import scale_boxes_to_original
 def read_image(source, name=None):
     """Reads one image as a `(height, width, 3)` uint8 array.
 
-    Decoding goes through `tf.io.decode_image`, the decoder of the SavedModel
-    serving graph, so a file gives the same pixels here and in TF Serving.
-    EXIF orientation is not applied (neither does the serving graph).
+    Decoding goes through `yolor_keras.data.exif.decode_image`, the decoder
+    of training, evaluation and the SavedModel serving graph, so a file gives
+    the same pixels everywhere; its EXIF orientation is applied.
 
     Args:
         source: a file path, the encoded bytes of a JPEG/PNG/GIF/BMP image,
@@ -66,7 +67,7 @@ def read_image(source, name=None):
     if not data:
         raise ValueError(f"{name}: the file is empty.")
     try:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = decode_image_eagerly(data)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
         reason = error.message.strip().splitlines()[0]
         raise ValueError(f"{name}: not a readable JPEG/PNG/GIF/BMP/WebP image ({reason}).") from None
