@@ -112,3 +112,35 @@ class DataReport:
 
     def __repr__(self):
         return f"DataReport({self.as_dict()})"
+
+
+def evaluation_coverage(source, images_evaluated):
+    """How many of a split's images an evaluation ran on, warning when not all.
+
+    Images can go missing between the annotation file and the metric: skipped
+    at index time (missing, corrupt, bad entry) or failing to decode in the
+    pipeline. A score on a subset must say so, so the result carries both
+    numbers and a warning is printed with the report of what was dropped.
+
+    Args:
+        source: the evaluated `DetectionSource` (its `report` counts drops).
+        images_evaluated: images the detector was actually scored on.
+
+    Returns:
+        dict with "images_evaluated" and "images_in_split" (ints).
+    """
+    report = getattr(source, "report", None)
+    in_split = max(
+        int(getattr(report, "num_indexed", 0) or 0),
+        int(getattr(source, "num_samples", 0) or 0),
+    )
+    images_evaluated = int(images_evaluated)
+    if images_evaluated < in_split:
+        name = report.name if report is not None else repr(source)
+        print(
+            f"WARNING: evaluated on {images_evaluated} of the {in_split} images of "
+            f"{name}; {in_split - images_evaluated} were dropped, so the metrics "
+            "describe a subset."
+            + (f"\n{report.summary()}" if report is not None else "")
+        )
+    return {"images_evaluated": images_evaluated, "images_in_split": in_split}
