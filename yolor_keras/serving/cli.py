@@ -84,10 +84,11 @@ def add_parser(subparsers):
         "--max-inflight-pixels",
         type=_positive_int,
         default=defaults.DEFAULT_MAX_INFLIGHT_PIXELS,
-        help="Most pixels decoded at once across all requests (about 15 bytes each); a request "
-        "waits until its pixels fit, and one that alone exceeds this gets 413 / "
-        f"RESOURCE_EXHAUSTED (default {defaults.DEFAULT_MAX_INFLIGHT_PIXELS} = 2 x 8192 x 8192, "
-        "e.g. 64 full-HD frames).",
+        help="Most pixels decoded at once across all requests (about 19 bytes each; a request "
+        f"counts its {defaults.PARALLEL_DECODES} largest images, which the graph decodes in "
+        "parallel). A request waits until its pixels fit; one that alone exceeds this gets "
+        f"413 / RESOURCE_EXHAUSTED (default {defaults.DEFAULT_MAX_INFLIGHT_PIXELS}: one "
+        "8192 x 8192 image, or 48 full-HD ones, at once).",
     )
     group.add_argument(
         "--max-concurrent-requests",

@@ -26,6 +26,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from yolor_keras.serving.limits import Overloaded
 from yolor_keras.serving.limits import RequestTooLarge
 from yolor_keras.serving.limits import ServingLimits
+from yolor_keras.serving.limits import decode_cost
+from yolor_keras.serving.limits import too_many_pixels_message
 from yolor_keras.serving.repository import DEFAULT_SIGNATURE
 from yolor_keras.serving.repository import INPUT_NAME
 from yolor_keras.serving.repository import BadRequest
@@ -128,12 +130,9 @@ def _pixel_images(proto, dims, limits):
             f"Images of {height} x {width} = {height * width} pixels are too large; this server "
             f"accepts at most {limits.max_image_pixels} pixels per image."
         )
-    if batch * height * width > limits.max_inflight_pixels:
-        raise RequestTooLarge(
-            f"The request's images hold {batch * height * width} pixels in all; this server "
-            f"decodes at most {limits.max_inflight_pixels} pixels at once "
-            "(max_inflight_pixels), so send fewer or smaller images per request."
-        )
+    cost = decode_cost([height * width] * batch)
+    if cost > limits.max_inflight_pixels:
+        raise RequestTooLarge(too_many_pixels_message(cost, limits.max_inflight_pixels))
     count = batch * height * width * 3
     if proto.tensor_content:
         if proto.int_val:

@@ -1,14 +1,14 @@
 """Resource limits of `yolor serve`, and the pixel budget that enforces the memory bound.
 
 Decoding is where a request costs memory: the serving graph decodes every
-image to uint8 and converts it to float32 before letterboxing, about 15
-bytes per pixel, whatever the size of the file it came from (a blank
-8192 x 8192 PNG is 200 KB but decodes to 1 GB). So the server reads every
-image's size from its header first, and admits a request only when its
-pixels fit in a budget shared by all requests in flight (`PixelBudget`).
+image to uint8 and converts it to float32 before letterboxing, about 19
+bytes per pixel as measured, whatever the size of the file it came from (a
+blank 8192 x 8192 PNG is 200 KB but decodes to 1.2 GB). So the server reads
+every image's size from its header first, and admits a request only when
+its pixels fit in a budget shared by all requests in flight (`PixelBudget`).
 
-The defaults keep a server's memory near 4 GB at worst (see the README):
-about 2 GB of decoding (`max_inflight_pixels` x 15 bytes), the request
+The defaults keep a server's memory under about 4 GB (see the README):
+about 1.9 GB of decoding (`max_inflight_pixels` x 19 bytes), the request
 bodies being read, parsed and run, and the model.
 """
 
@@ -24,10 +24,33 @@ DEFAULT_MAX_BATCH_SIZE = 64
 # The export's own default (`image_header.DEFAULT_MAX_IMAGE_PIXELS`), spelt
 # out so that `yolor --help` need not import TensorFlow.
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
-# Two of the largest images, or 64 full-HD (1920 x 1080) frames at once.
-DEFAULT_MAX_INFLIGHT_PIXELS = 2 * DEFAULT_MAX_IMAGE_PIXELS
+# One of the largest images and then some, or four full 64-frame requests of
+# full-HD (1920 x 1080) video at once (see `decode_cost`).
+DEFAULT_MAX_INFLIGHT_PIXELS = 100_000_000
+# The serving graph decodes a batch with `tf.map_fn`, whose documented
+# graph-mode default runs 10 iterations in parallel; each iteration's
+# decoded image is freed once it is letterboxed, so no more than 10 images
+# of a request are ever decoded at once.
+PARALLEL_DECODES = 10
 DEFAULT_MAX_CONCURRENT_REQUESTS = 8
 DEFAULT_QUEUE_TIMEOUT = 5.0
+
+
+def decode_cost(pixel_counts):
+    """The most pixels a batch has decoded at once: its `PARALLEL_DECODES` largest images.
+
+    Args:
+        pixel_counts: height x width of each image of the batch.
+    """
+    return sum(sorted(pixel_counts, reverse=True)[:PARALLEL_DECODES])
+
+
+def too_many_pixels_message(pixels, capacity):
+    return (
+        f"The request needs {pixels} pixels decoded at once; this server decodes at most "
+        f"{capacity} pixels at once (max_inflight_pixels), so send fewer or smaller images "
+        "per request."
+    )
 
 
 class RequestTooLarge(ValueError):
@@ -49,9 +72,10 @@ class ServingLimits:
         max_batch_size: most images in one request.
         max_image_pixels: most pixels (height x width) in one image, read
             from its header before it is decoded.
-        max_inflight_pixels: most pixels being decoded and run across all
-            requests at once. A request waits (up to `queue_timeout`) until
-            its pixels fit; one that alone exceeds this is refused.
+        max_inflight_pixels: most pixels being decoded across all requests
+            at once; a request counts its `decode_cost`. A request waits (up
+            to `queue_timeout`) until its pixels fit; one that alone exceeds
+            this is refused.
         max_concurrent_requests: most requests handled at once per
             protocol. Further REST requests wait up to `queue_timeout` for a
             turn; further gRPC calls are refused with RESOURCE_EXHAUSTED
@@ -102,11 +126,7 @@ class PixelBudget:
         """
         pixels = int(pixels)
         if pixels > self.capacity:
-            raise RequestTooLarge(
-                f"The request's images hold {pixels} pixels in all; this server decodes at "
-                f"most {self.capacity} pixels at once (max_inflight_pixels), so send fewer "
-                "or smaller images per request."
-            )
+            raise RequestTooLarge(too_many_pixels_message(pixels, self.capacity))
         deadline = time.monotonic() + timeout
         ticket = object()
         with self._condition:

@@ -18,6 +18,8 @@ from yolor_keras.serving.limits import DEFAULT_MAX_BATCH_SIZE
 from yolor_keras.serving.limits import PixelBudget
 from yolor_keras.serving.limits import RequestTooLarge
 from yolor_keras.serving.limits import ServingLimits
+from yolor_keras.serving.limits import decode_cost
+from yolor_keras.serving.limits import too_many_pixels_message
 
 DEFAULT_SIGNATURE = "serving_default"
 INPUT_NAME = "images"
@@ -77,7 +79,7 @@ def encoded_image_sizes(images):
 
 @dataclasses.dataclass
 class PreparedBatch:
-    """A checked request: its signature, input tensor and pixel count."""
+    """A checked request: its signature, input tensor and `decode_cost`."""
 
     signature_name: str
     tensor: tf.Tensor
@@ -164,11 +166,7 @@ class ServedModel:
         else:
             tensor, pixels = self._pixel_batch(images, spec)
         if pixels > self.budget.capacity:
-            raise RequestTooLarge(
-                f"The request's images hold {pixels} pixels in all; this server decodes at "
-                f"most {self.budget.capacity} pixels at once (max_inflight_pixels), so send "
-                "fewer or smaller images per request."
-            )
+            raise RequestTooLarge(too_many_pixels_message(pixels, self.budget.capacity))
         return PreparedBatch(signature_name, tensor, pixels)
 
     def run(self, prepared):
@@ -210,11 +208,11 @@ class ServedModel:
                 )
             if not image:
                 raise BadRequest(f"Image {index} is empty.")
-        pixels = 0
+        counts = []
         for index, (height, width) in enumerate(encoded_image_sizes(images)):
             self._check_image_size(index, height, width)
-            pixels += height * width
-        return tf.constant(list(images), tf.string), pixels
+            counts.append(height * width)
+        return tf.constant(list(images), tf.string), decode_cost(counts)
 
     def _pixel_batch(self, images, spec):
         try:
@@ -233,7 +231,8 @@ class ServedModel:
             if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
                 raise BadRequest("Pixel values must be integers in [0, 255].")
             array = array.astype(np.uint8)
-        return tf.constant(array, spec.dtype), array.shape[0] * array.shape[1] * array.shape[2]
+        cost = decode_cost([array.shape[1] * array.shape[2]] * array.shape[0])
+        return tf.constant(array, spec.dtype), cost
 
 
 def _first_line(message):
