@@ -12,9 +12,15 @@ sibling's name starts with a dot and is not numeric, so the server never
 loads a version that is still being written.
 """
 
+import ctypes
 import os
 import shutil
+import sys
 import tempfile
+
+# renameat2() arguments (linux/fcntl.h, linux/fs.h).
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _fsync_path(path):
@@ -38,6 +44,36 @@ def _fsync_tree(root):
         for name in files:
             _fsync_path(os.path.join(directory, name))
         _fsync_path(directory)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _exchange(first, second):
+    """Swaps two existing paths in one step; False where the system cannot.
+
+    Linux's renameat2(RENAME_EXCHANGE) swaps two directory entries
+    atomically, so a replaced folder never disappears, even for an instant,
+    from a reader that polls it (TF Serving does). Other systems, old
+    kernels and file systems without the flag get False, and the caller
+    falls back to two renames.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    status = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    return status == 0
 
 
 def _apply_umask(path, mode):
@@ -77,18 +113,21 @@ def write_file_atomically(path, write, check=None):
         os.replace(temporary, path)
         _fsync_path(directory)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        # A writer may have replaced the temporary file by a folder.
+        _remove(temporary)
     return path
 
 
 def write_directory_atomically(path, write, check=None):
     """Produces the folder ``path`` by ``write(temporary_folder)``, then renames it.
 
-    A folder cannot replace a non-empty folder in one rename, so an existing
-    ``path`` is first moved to a hidden backup, the new folder renamed into
-    place, and the backup deleted. If the second rename fails the backup is
-    moved back, so ``path`` always holds a complete artefact.
+    A plain rename cannot replace a non-empty folder. On Linux the new and
+    the existing folder are swapped in one step (renameat2 with
+    RENAME_EXCHANGE) and the old one is then deleted, so ``path`` never
+    disappears. Elsewhere the existing ``path`` is first moved to a hidden
+    backup, the new folder renamed into place, and the backup deleted; if
+    the second rename fails the backup is moved back. Either way ``path``
+    holds a complete artefact, old or new, whenever it exists.
 
     Args:
         path: the destination folder.
@@ -110,6 +149,10 @@ def write_directory_atomically(path, write, check=None):
             check(temporary)
         _apply_umask(temporary, 0o777)
         _fsync_tree(temporary)
+        if os.path.lexists(path) and _exchange(temporary, path):
+            # `temporary` now holds the previous artefact; `finally` deletes it.
+            _fsync_path(parent)
+            return path
         if os.path.lexists(path):
             backup = tempfile.mkdtemp(prefix=f".{name}.previous-", dir=parent)
             os.rmdir(backup)
@@ -123,8 +166,8 @@ def write_directory_atomically(path, write, check=None):
             raise
         _fsync_path(parent)
     finally:
-        if os.path.exists(temporary):
-            shutil.rmtree(temporary, ignore_errors=True)
+        # After an exchange this is the previous artefact, which may be a file.
+        _remove(temporary)
         if backup is not None and os.path.lexists(backup):
             shutil.rmtree(backup, ignore_errors=True)
     return path

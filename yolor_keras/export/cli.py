@@ -9,6 +9,10 @@ Every format is written from the folded (deploy) copy of the model.
   int8 calibrates on ``--calibration`` images), NMS inside unless ``--no-nms``.
 - ``--format onnx`` writes a ``.onnx`` file with decoded predictions, or
   detections with ``--nms``.
+
+Each export is written beside its destination under a hidden name, loaded
+and run once (no NaN, weights present), and only then renamed into place:
+a failed export leaves the previous file or version folder untouched.
 """
 
 import argparse
@@ -62,11 +66,18 @@ def add_parser(subparsers):
 
 
 def run(args):
+    # Imported here: it loads TensorFlow, which `yolor --help` must not wait for.
+    from yolor_keras.export.detection_function import ExportCheckError
+
     try:
         return _export(args)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"yolor export: {error}", file=sys.stderr)
         return 2
+    except ExportCheckError as error:
+        # The export was written aside and refused; the destination is as it was.
+        print(f"yolor export: {error} Nothing was replaced.", file=sys.stderr)
+        return 1
 
 
 def _default_file(model_path, suffix):

@@ -6,6 +6,7 @@ formats take the letterboxed float image (see
 predictions, or, with NMS in the graph, padded detections in input pixels.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from yolor_keras.inference.postprocess import non_max_suppression
@@ -21,6 +22,10 @@ DECODED_OUTPUT = "predictions"
 # Name scope of everything after the network; int8 export keeps these ops in
 # float32, since pixel coordinates and [0, 1] scores cannot share an int8 scale.
 POSTPROCESS_SCOPE = "postprocess"
+
+
+class ExportCheckError(RuntimeError):
+    """A written export failed its checks; it was not put in place."""
 
 
 def detection_function(
@@ -76,3 +81,27 @@ def nms_on_decoded(decoded, conf_threshold, iou_threshold, max_detections, multi
         multi_label=multi_label,
     )
     return {name: detections[name].numpy() for name in NMS_OUTPUTS}
+
+
+def check_finite_outputs(outputs, source):
+    """Raises `ExportCheckError` when an exported model's outputs hold NaN or inf.
+
+    A conversion that loses the weights produces a file that loads and runs
+    but answers NaN.
+
+    Args:
+        outputs: dict of output name to numpy array.
+        source: the file or folder named in the error.
+    """
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ExportCheckError(f"{source}: output {name!r} holds NaN or infinite values.")
+    if "num_detections" in outputs:
+        counts = np.asarray(outputs["num_detections"])
+        limit = next(
+            (np.shape(outputs[name])[1] for name in ("detection_scores", "scores") if name in outputs),
+            None,
+        )
+        if np.any(counts < 0) or (limit is not None and np.any(counts > limit)):
+            raise ExportCheckError(f"{source}: num_detections {counts.tolist()} is out of range.")

@@ -21,8 +21,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from yolor_keras.atomic import write_file_atomically
 from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
+from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.detection_function import detection_function
 from yolor_keras.inference.letterbox import check_image_size
 from yolor_keras.inference.letterbox import letterbox
@@ -106,6 +109,10 @@ def export_tflite(
         conf_threshold, iou_threshold, max_detections, multi_label: NMS
             settings baked into the graph when `nms` is True.
 
+    The file is written beside `filepath` under a hidden name, checked by
+    `check_tflite` and only then renamed to `filepath`: a failed export
+    leaves a previous file there as it was.
+
     Returns:
         `filepath`.
     """
@@ -148,14 +155,46 @@ def export_tflite(
         )
         archive.write_out(saved_model_dir, verbose=False)
         tflite_model = _convert(saved_model_dir, quantize, samples)
+    return write_tflite(filepath, tflite_model, folded.count_params(), quantize)
 
-    directory = os.path.dirname(filepath)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(filepath, "wb") as file:
-        file.write(tflite_model)
-    check_tflite_size(filepath, folded.count_params(), quantize)
-    return filepath
+
+def write_tflite(filepath, tflite_model, num_weights, quantize):
+    """Writes converted bytes to `filepath` atomically, after `check_tflite`."""
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
+            file.write(tflite_model)
+
+    def check(temporary):
+        check_tflite(temporary, num_weights, quantize, name=filepath)
+
+    return write_file_atomically(filepath, write, check=check)
+
+
+def check_tflite(filepath, num_weights, quantize, name=None):
+    """Checks a written `.tflite` file: size, loading, and one finite run.
+
+    Raises `ExportCheckError` naming the file when it is too small to hold the
+    weights (`check_tflite_size`), when LiteRT cannot load or run it, or
+    when its outputs on a mid-grey image hold NaN or inf.
+
+    Args:
+        filepath: the `.tflite` file (an export's temporary copy).
+        num_weights: the deploy model's parameter count.
+        quantize: the quantization the file was written with.
+        name: the file named in errors (default `filepath`), the
+            destination when `filepath` is a temporary copy.
+    """
+    name = name or filepath
+    check_tflite_size(filepath, num_weights, quantize, name=name)
+    try:
+        interpreter = load_interpreter(filepath)
+        runner = interpreter.get_signature_runner(SIGNATURE)
+        shape = runner.get_input_details()[INPUT_NAME]["shape"]
+        outputs = runner(**{INPUT_NAME: np.full(shape, 0.5, np.float32)})
+    except Exception as error:
+        raise ExportCheckError(f"{name} does not run in LiteRT: {error}") from error
+    check_finite_outputs(outputs, name)
 
 
 def _converter(saved_model_dir):
@@ -210,7 +249,7 @@ def _convert(saved_model_dir, quantize, samples):
         return debugger.get_nondebug_quantized_model()
 
 
-def check_tflite_size(filepath, num_weights, quantize):
+def check_tflite_size(filepath, num_weights, quantize, name=None):
     """Raises when a `.tflite` file is too small to hold its weights.
 
     A converter that loses the weights writes a tiny file that outputs NaN.
@@ -219,6 +258,7 @@ def check_tflite_size(filepath, num_weights, quantize):
         filepath: the `.tflite` file.
         num_weights: the deploy model's parameter count.
         quantize: the quantization the file was written with.
+        name: the file named in the error (default `filepath`).
 
     Returns:
         The file size in bytes.
@@ -227,8 +267,8 @@ def check_tflite_size(filepath, num_weights, quantize):
     size = os.path.getsize(filepath)
     expected = int(num_weights) * bytes_per_weight
     if size < 0.9 * expected:
-        raise RuntimeError(
-            f"{filepath} holds {size} bytes but the model's {num_weights} weights "
+        raise ExportCheckError(
+            f"{name or filepath} holds {size} bytes but the model's {num_weights} weights "
             f"need about {expected} as {quantize}: the conversion lost them."
         )
     return size

@@ -21,7 +21,6 @@ letterboxed float32 batch (`yolor_keras.inference.letterbox`); their boxes
 are [x1, y1, x2, y2] in input pixels.
 """
 
-import json
 import os
 import tempfile
 
@@ -29,6 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from yolor_keras.atomic import write_directory_atomically
+from yolor_keras.data.exif import decode_image
 from yolor_keras.export.detection_function import DECODED_OUTPUT
 from yolor_keras.export.detection_function import NMS_OUTPUTS
 from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
@@ -36,11 +37,13 @@ from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from yolor_keras.export.image_header import check_encoded_image_size
 from yolor_keras.export.litert import SIGNATURE as TFLITE_SIGNATURE
 from yolor_keras.export.litert import _convert as convert_saved_model_to_tflite
-from yolor_keras.export.litert import check_tflite_size
+from yolor_keras.export.litert import write_tflite
 from yolor_keras.export.onnx import DEFAULT_OPSET
 from yolor_keras.export.onnx import _patch_tf2onnx_for_numpy2
 from yolor_keras.export.onnx import _rename_outputs
-from yolor_keras.export.saved_model import METADATA_FILE
+from yolor_keras.export.onnx import write_onnx
+from yolor_keras.export.saved_model import check_saved_model
+from yolor_keras.export.saved_model import write_metadata
 from yolor_keras.inference.letterbox import check_image_size
 from yolor_keras.inference.letterbox import letterbox
 from yolor_keras.inference.postprocess import non_max_suppression
@@ -295,7 +298,7 @@ def export_multi_task_saved_model(
 
     def decode_and_prepare(encoded):
         with tf.control_dependencies([check_encoded_image_size(encoded, max_image_pixels)]):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            image = decode_image(encoded)  # EXIF orientation applied
         letterboxed, scale, pad = letterbox(image, image_size)
         return letterboxed, scale, pad, tf.shape(image)[:2]
 
@@ -323,7 +326,6 @@ def export_multi_task_saved_model(
         serve,
         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
     )
-    archive.write_out(export_dir, verbose=False)
 
     metadata = {
         "heads": list(folded.heads),
@@ -339,10 +341,15 @@ def export_multi_task_saved_model(
         "multi_label": bool(multi_label),
         "max_image_pixels": max_image_pixels,
     }
-    metadata_path = os.path.join(export_dir, METADATA_FILE)
-    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
-    with open(metadata_path, "w", encoding="utf-8") as file:
-        json.dump(metadata, file, indent=2)
+
+    def write(folder):
+        archive.write_out(folder, verbose=False)
+        write_metadata(folder, metadata)
+
+    # Written beside `export_dir`, loaded and run, then renamed into place.
+    write_directory_atomically(
+        export_dir, write, check=lambda folder: check_saved_model(folder, name=export_dir)
+    )
     return export_dir
 
 
@@ -399,10 +406,8 @@ def export_multi_task_tflite(
         )
         archive.write_out(saved_model_dir, verbose=False)
         tflite_model = convert_saved_model_to_tflite(saved_model_dir, quantize, None)
-    with open(filepath, "wb") as file:
-        file.write(tflite_model)
-    check_tflite_size(filepath, folded.count_params(), quantize)
-    return filepath
+    # Checked (size, loading, a finite run) before it replaces `filepath`.
+    return write_tflite(filepath, tflite_model, folded.count_params(), quantize)
 
 
 def export_multi_task_onnx(
@@ -433,7 +438,6 @@ def export_multi_task_onnx(
     Returns:
         `filepath`.
     """
-    import onnx
     import tf2onnx
 
     filepath = _check_output_path(filepath, ".onnx")
@@ -456,5 +460,5 @@ def export_multi_task_onnx(
         opset=opset,
     )
     _rename_outputs(model_proto, names)
-    onnx.save(model_proto, filepath)
-    return filepath
+    # Checked (ONNX checker, a finite run) before it replaces `filepath`.
+    return write_onnx(filepath, model_proto)

@@ -15,11 +15,15 @@ tf2onnx needs far more memory than the model: converting yolor_csp at 640
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
+from yolor_keras.atomic import write_file_atomically
 from yolor_keras.export.deploy_form import deploy_form
 from yolor_keras.export.detection_function import DECODED_OUTPUT
+from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import NMS_OUTPUTS
+from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.detection_function import detection_function
 from yolor_keras.inference.letterbox import check_image_size
 from yolor_keras.inference.predictor import detector_geometry
@@ -67,10 +71,13 @@ def export_onnx(
             settings baked into the graph when `nms` is True.
         opset: ONNX opset version.
 
+    The file is written beside `filepath` under a hidden name, checked by
+    `check_onnx` and only then renamed to `filepath`: a failed export leaves
+    a previous file there as it was.
+
     Returns:
         `filepath`.
     """
-    import onnx
     import tf2onnx
 
     filepath = os.fspath(filepath)
@@ -101,11 +108,51 @@ def export_onnx(
         opset=opset,
     )
     _rename_outputs(model_proto, output_names)
-    directory = os.path.dirname(filepath)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    onnx.save(model_proto, filepath)
-    return filepath
+    return write_onnx(filepath, model_proto)
+
+
+def write_onnx(filepath, model_proto):
+    """Saves an ONNX model to `filepath` atomically, after `check_onnx`."""
+    import onnx
+
+    def check(temporary):
+        check_onnx(temporary, name=filepath)
+
+    return write_file_atomically(filepath, lambda temporary: onnx.save(model_proto, temporary), check=check)
+
+
+def check_onnx(filepath, name=None):
+    """Checks a written `.onnx` file: the ONNX checker, and one finite run.
+
+    The run, on a mid-grey batch of one, happens when ONNX Runtime is
+    installed. Raises `ExportCheckError` naming the file on any failure.
+
+    Args:
+        filepath: the `.onnx` file (an export's temporary copy).
+        name: the file named in errors (default `filepath`), the
+            destination when `filepath` is a temporary copy.
+    """
+    import onnx
+
+    name = name or filepath
+    try:
+        onnx.checker.check_model(os.fspath(filepath))
+    except Exception as error:
+        raise ExportCheckError(f"{name} is not a valid ONNX model: {error}") from error
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    try:
+        session = onnxruntime.InferenceSession(os.fspath(filepath), providers=["CPUExecutionProvider"])
+        [model_input] = session.get_inputs()
+        # The batch dimension is symbolic (a string); the image sides are fixed.
+        shape = [1] + [int(side) for side in model_input.shape[1:]]
+        values = session.run(None, {model_input.name: np.full(shape, 0.5, np.float32)})
+    except Exception as error:
+        raise ExportCheckError(f"{name} does not run in ONNX Runtime: {error}") from error
+    outputs = {output.name: value for output, value in zip(session.get_outputs(), values)}
+    check_finite_outputs(outputs, name)
 
 
 def _rename_outputs(model_proto, names):

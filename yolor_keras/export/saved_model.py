@@ -32,7 +32,11 @@ import os
 import keras
 import tensorflow as tf
 
+from yolor_keras.atomic import write_directory_atomically
+from yolor_keras.data.exif import decode_image
 from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.detection_function import ExportCheckError
+from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from yolor_keras.export.image_header import check_encoded_image_size
 from yolor_keras.inference.letterbox import letterbox
@@ -85,6 +89,11 @@ def export_saved_model(
     overwrite=False,
 ):
     """Exports a detector as a SavedModel with image-in, boxes-out signatures.
+
+    The SavedModel is written into a hidden sibling of `export_dir` (a name
+    TF Serving does not take for a version), loaded back and run once by
+    `check_saved_model`, and only then renamed to `export_dir`; a failure
+    leaves any previous `export_dir` as it was.
 
     Args:
         model: a `YOLORDetector` (training or deploy form; a folded copy is
@@ -148,7 +157,7 @@ def export_saved_model(
     def detect_encoded(images):
         def decode_and_prepare(encoded):
             with tf.control_dependencies([check_encoded_image_size(encoded, max_image_pixels)]):
-                image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                image = decode_image(encoded)  # EXIF orientation applied
             return prepare(image)
 
         prepared = tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_signature)
@@ -171,7 +180,6 @@ def export_saved_model(
         detect_pixels,
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)],
     )
-    archive.write_out(export_dir, verbose=False)
 
     metadata = {
         "image_size": size,
@@ -184,11 +192,57 @@ def export_saved_model(
         "multi_label": predictor.multi_label,
         "max_image_pixels": max_image_pixels,
     }
-    metadata_path = os.path.join(export_dir, METADATA_FILE)
+
+    def write(folder):
+        archive.write_out(folder, verbose=False)
+        write_metadata(folder, metadata)
+
+    write_directory_atomically(
+        export_dir, write, check=lambda folder: check_saved_model(folder, name=export_dir)
+    )
+    return export_dir
+
+
+def write_metadata(export_dir, metadata):
+    """Writes ``metadata`` to ``assets.extra/yolor_metadata.json`` in a SavedModel."""
+    metadata_path = os.path.join(os.fspath(export_dir), METADATA_FILE)
     os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
     with open(metadata_path, "w", encoding="utf-8") as file:
         json.dump(metadata, file, indent=2)
-    return export_dir
+
+
+# The image the export checks run: mid-grey, neither square nor a multiple
+# of a stride, so that decoding, letterboxing and mapping back all run.
+CHECK_IMAGE_SHAPE = (48, 80, 3)
+
+
+def check_saved_model(export_dir, name=None):
+    """Loads a written SavedModel and runs ``serving_default`` on one image.
+
+    Raises `ExportCheckError` naming the folder when it does not load, when
+    a weight or an output is not finite, or a detection count is out of
+    range.
+
+    Args:
+        export_dir: the SavedModel folder.
+        name: the folder named in errors (default `export_dir`), the
+            destination when `export_dir` is a temporary copy.
+    """
+    export_dir = os.fspath(export_dir)
+    name = os.fspath(name or export_dir)
+    try:
+        loaded = tf.saved_model.load(export_dir)
+        serve = loaded.signatures["serving_default"]
+        image = tf.fill(CHECK_IMAGE_SHAPE, tf.constant(128, tf.uint8))
+        outputs = serve(**{INPUT_NAME: tf.reshape(tf.io.encode_png(image), [1])})
+    except Exception as error:
+        raise ExportCheckError(f"The SavedModel written for {name} does not run: {error}") from error
+    # NMS drops NaN scores, so a model whose weights went NaN still answers
+    # with finite (empty) outputs: its variables are checked too.
+    for variable in getattr(loaded, "variables", ()):
+        if variable.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(variable))):
+            raise ExportCheckError(f"{name}: weight {variable.name!r} holds NaN or infinite values.")
+    check_finite_outputs({key: value.numpy() for key, value in outputs.items()}, name)
 
 
 def read_metadata(export_dir):

@@ -2,7 +2,9 @@
 
 Writes one annotated copy of each image into ``--out`` and a
 ``detections.json`` with every box (x1, y1, x2, y2 in image pixels), score
-and class. Unreadable files are reported and skipped.
+and class. Unreadable files are reported and skipped. An ``--out`` that holds
+source images, or where an annotated copy would land on a source image, is
+refused before anything is written.
 """
 
 import argparse
@@ -95,6 +97,36 @@ def _output_path(out_dir, source, image_path):
     return os.path.join(out_dir, stem + extension)
 
 
+def check_out_folder(out_dir, source, images):
+    """Raises ValueError when writing into `out_dir` could overwrite a source image.
+
+    Paths are compared after resolving symlinks, so a link to the source
+    folder is refused like the folder itself.
+
+    Args:
+        out_dir: the ``--out`` folder.
+        source: the ``--source`` file or folder.
+        images: the source image files (`list_images`).
+    """
+    out_real = os.path.realpath(out_dir)
+    source_folders = {os.path.realpath(os.path.dirname(path) or ".") for path in images}
+    if os.path.isdir(source):
+        source_folders.add(os.path.realpath(source))
+    if out_real in source_folders:
+        raise ValueError(
+            f"--out {out_dir} is a folder of source images ({out_real}); the annotated "
+            "copies would be written over or among them. Choose another --out folder."
+        )
+    sources = {os.path.realpath(path): path for path in images}
+    for path in images:
+        target = os.path.realpath(_output_path(out_dir, source, path))
+        if target in sources:
+            raise ValueError(
+                f"--out {out_dir}: the annotated copy of {path} would overwrite the "
+                f"source image {sources[target]}. Choose another --out folder."
+            )
+
+
 def run(args):
     try:
         return _detect(args)
@@ -108,6 +140,7 @@ def _detect(args):
 
     from tqdm import tqdm
 
+    from yolor_keras.atomic import write_file_atomically
     from yolor_keras.inference.predictor import Predictor
     from yolor_keras.inference.predictor import load_detector
     from yolor_keras.inference.predictor import read_class_names
@@ -117,6 +150,7 @@ def _detect(args):
     if not images:
         print(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {args.source}.", file=sys.stderr)
         return 1
+    check_out_folder(args.out, args.source, images)
     model = load_detector(args.model)
     image_size = args.image_size or (
         model.image_size if isinstance(getattr(model, "image_size", None), int) else 640
@@ -144,8 +178,9 @@ def _detect(args):
             continue
         [result] = predictor.predict([image])
         out_path = _output_path(args.out, args.source, path)
-        os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-        draw_detections(image, result).save(out_path)
+        # Through a rename: an existing file at `out_path` (even a hard link
+        # to an image elsewhere) is replaced, never written through.
+        write_file_atomically(out_path, draw_detections(image, result).save)
         records.append(
             {
                 "file": path,
@@ -166,12 +201,13 @@ def _detect(args):
             }
         )
     results_path = os.path.join(args.out, RESULTS_FILE)
-    with open(results_path, "w", encoding="utf-8") as file:
-        json.dump(
-            {"model": args.model, "image_size": predictor.image_size, "images": records, "skipped": skipped},
-            file,
-            indent=1,
-        )
+    report = {"model": args.model, "image_size": predictor.image_size, "images": records, "skipped": skipped}
+
+    def write_report(temporary):
+        with open(temporary, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=1)
+
+    write_file_atomically(results_path, write_report)
     total = sum(len(record["detections"]) for record in records)
     print(
         f"{total} detections in {len(records)} images written to {args.out} "
