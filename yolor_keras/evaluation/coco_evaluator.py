@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from yolor_keras.atomic import write_file_atomically
 from yolor_keras.evaluation.coco_format import detections_to_rows
 from yolor_keras.evaluation.coco_format import labels_to_annotations
 from yolor_keras.evaluation.coco_format import rows_to_results
@@ -191,8 +192,12 @@ class COCOEvaluator:
         for record in records:
             record["bbox"] = [round(value, 3) for value in record["bbox"]]
             record["score"] = round(record["score"], 5)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(records, handle)
+
+        def write(temporary):
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump(records, handle)
+
+        write_file_atomically(path, write)
 
     def _category_ids_for_batch(self, detections, ground_truth):
         if self.category_ids is not None:

@@ -28,3 +28,22 @@ COCO_STAT_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl",
     "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )  # fmt: skip
+
+# How `yolor evaluate` letterboxes: "official" is the rect batches of the
+# official `test.py` (see `rect_batches`), "square" an S x S letterbox.
+PROTOCOLS = ("official", "square")
+
+# The evaluation size of the official results: 1280 for the P6 family
+# (largest stride 64: P6, W6, E6, D6), 640 for the CSP family (stride 32).
+P6_FAMILY_IMAGE_SIZE = 1280
+CSP_FAMILY_IMAGE_SIZE = 640
+
+
+def default_image_size(model):
+    """The official evaluation size of a model, from its largest stride."""
+    strides = getattr(model, "strides", None)
+    if not strides:
+        raise ValueError(
+            f"{type(model).__name__} has no `strides`; pass the image size explicitly."
+        )
+    return P6_FAMILY_IMAGE_SIZE if max(strides) >= 64 else CSP_FAMILY_IMAGE_SIZE
