@@ -1,15 +1,24 @@
-"""Converting official YOLOR PyTorch checkpoints to Keras, safely."""
+"""Converting official YOLOR PyTorch checkpoints to Keras, safely.
 
-from yolor_keras.convert.checkpoint import OfficialCheckpoint
-from yolor_keras.convert.checkpoint import read_checkpoint
-from yolor_keras.convert.convert import convert_checkpoint
-from yolor_keras.convert.convert import save_atomically
-from yolor_keras.convert.weight_mapping import load_official_weights
+`read_checkpoint` needs only NumPy; `convert_checkpoint` and the rest load
+Keras, so they are imported on first use.
+"""
 
-__all__ = [
-    "OfficialCheckpoint",
-    "convert_checkpoint",
-    "load_official_weights",
-    "read_checkpoint",
-    "save_atomically",
-]
+import importlib
+
+_EXPORTS = {
+    "OfficialCheckpoint": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "convert_checkpoint": "convert",
+    "save_atomically": "convert",
+    "load_official_weights": "weight_mapping",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

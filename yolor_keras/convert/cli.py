@@ -17,8 +17,12 @@ def add_parser(subparsers):
         help="convert an official YOLOR checkpoint (.pt) to a .keras model",
         description=(
             "Convert an official YOLOR checkpoint of the main (darknet cfg) or paper (YAML) "
-            "branch into a Keras .keras file. The official code is not needed, and the "
-            "file is read with a restricted unpickler that cannot run code."
+            "branch into a Keras .keras file. The official code is not needed, and nothing "
+            "in the file runs: torch.load is never called, the zip archive is checked first "
+            "(TorchScript archives, compressed or overlapping records and torch's legacy "
+            "format are refused), data.pkl is read with a restricted unpickler, and tensors "
+            "are converted from the raw records with NumPy. The .keras file is written to a "
+            "temporary file, loaded back and checked, then renamed into place."
         ),
     )
     parser.add_argument("weights", help="the official checkpoint, e.g. yolor_p6.pt")
@@ -72,7 +76,8 @@ def run(args):
             width_multiplier=args.width_multiplier,
             depth_multiplier=args.depth_multiplier,
         )
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:
+        # Bad or hostile input, or a failed write: one line, no traceback.
         print(f"yolor convert: error: {error}", file=sys.stderr)
         return 2
     parameters = sum(_size(w) for w in model.trainable_weights)

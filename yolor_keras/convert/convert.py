@@ -2,8 +2,8 @@
 
 import os
 import re
-import tempfile
 
+from yolor_keras.atomic import write_file_atomically
 from yolor_keras.convert.checkpoint import read_checkpoint
 from yolor_keras.convert.weight_mapping import check_anchors
 from yolor_keras.convert.weight_mapping import load_official_weights
@@ -15,6 +15,17 @@ from yolor_keras.models.darknet_architecture import darknet_blocks
 from yolor_keras.models.yaml_architecture import resolved_rows
 
 _CONV_WEIGHT = re.compile(r"^module_list\.(\d+)\.Conv2d\.weight$")
+# Sizes a file may ask for before any weight is checked. The model is built
+# from them, so a hostile file could otherwise ask for a model of terabytes
+# (a zero-sized tensor may claim any width). The official models use
+# multiples up to 1.25 and 80 classes.
+MAX_MULTIPLIER = 4.0
+MAX_CLASSES = 10_000
+
+
+def _check_size(path, what, value, limit):
+    if not 0 < value <= limit:
+        raise ValueError(f"'{path}' implies a {what} of {value:g}; at most {limit:g} is accepted.")
 
 
 def expected_weight_names(plan):
@@ -111,15 +122,23 @@ def _paper_architecture(checkpoint, model_name):
     for key in ("anchors", "backbone", "head"):
         if key not in yaml:
             raise ValueError(f"'{checkpoint.path}': the model's yaml has no '{key}' entry.")
-    architecture = {
-        "branch": "paper",
-        "depth_multiple": float(yaml.get("depth_multiple", 1.0)),
-        "width_multiple": float(yaml.get("width_multiple", 1.0)),
-        "anchors": yaml["anchors"],
-        "backbone": yaml["backbone"],
-        "head": yaml["head"],
-    }
-    rows = resolved_rows(architecture)
+    try:
+        architecture = {
+            "branch": "paper",
+            "depth_multiple": float(yaml.get("depth_multiple", 1.0)),
+            "width_multiple": float(yaml.get("width_multiple", 1.0)),
+            "anchors": yaml["anchors"],
+            "backbone": yaml["backbone"],
+            "head": yaml["head"],
+        }
+        rows = resolved_rows(architecture)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
+        raise ValueError(
+            f"'{checkpoint.path}': its yaml is not a YOLOR architecture "
+            f"({type(error).__name__}: {str(error)[:200]})."
+        ) from None
+    for key in ("depth_multiple", "width_multiple"):
+        _check_size(checkpoint.path, key, architecture[key], MAX_MULTIPLIER)
     if rows != resolved_rows(get_preset(model_name)["architecture"]):
         same = [
             name
@@ -143,28 +162,40 @@ def _detector_nc(checkpoint, num_anchors):
 
 
 def save_atomically(model, out_path):
-    """Saves ``model`` to ``out_path`` (``.keras``) via a temporary file and rename.
+    """Saves ``model`` to ``out_path`` (``.keras``) so that the file is whole or untouched.
 
-    An interrupted or failed save never leaves a partial file at ``out_path``.
+    The model is written to a temporary sibling, loaded back and compared
+    weight by weight, and only then renamed over ``out_path``
+    (`yolor_keras.atomic.write_file_atomically`). A failed or interrupted
+    save, or a file that does not load back identically, leaves the
+    previous ``out_path`` as it was and no partial file.
     """
+    import keras
+    import numpy as np
+
     out_path = os.fspath(out_path)
     if not out_path.endswith(".keras"):
         raise ValueError(f"Output path '{out_path}' must end with '.keras'.")
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".converting-", suffix=".keras", dir=directory)
-    os.close(handle)
-    try:
-        model.save(temporary, overwrite=True)
-        # mkstemp creates the file private; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, out_path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+
+    def check(temporary):
+        try:
+            restored = keras.saving.load_model(temporary, compile=False)
+        except Exception as error:
+            raise ValueError(
+                f"The converted model written for '{out_path}' does not load back "
+                f"({type(error).__name__}: {str(error)[:300]}); '{out_path}' was not changed."
+            ) from None
+        saved = [keras.ops.convert_to_numpy(w) for w in model.weights]
+        loaded = [keras.ops.convert_to_numpy(w) for w in restored.weights]
+        if len(saved) != len(loaded) or not all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(saved, loaded)
+        ):
+            raise ValueError(
+                f"The converted model written for '{out_path}' loads back with different "
+                f"weights; '{out_path}' was not changed."
+            )
+
+    write_file_atomically(out_path, lambda temporary: model.save(temporary), check=check)
 
 
 def convert_checkpoint(
@@ -239,7 +270,10 @@ def convert_checkpoint(
         architecture = preset["architecture"]
         found_classes = _main_num_classes(checkpoint.state_dict, num_anchors, path)
         width = width_multiplier or _main_width_multiplier(checkpoint.state_dict, architecture)
+        if width_multiplier is None:
+            _check_size(path, "width multiplier", width, MAX_MULTIPLIER)
         depth = depth_multiplier or 1.0
+    _check_size(path, "number of classes", found_classes, MAX_CLASSES)
     if num_classes not in (None, "auto") and int(num_classes) != found_classes:
         raise ValueError(
             f"'{path}' predicts {found_classes} classes, not the requested {num_classes}."

@@ -1,13 +1,15 @@
 """A pickle module that can read official YOLOR checkpoints and nothing dangerous.
 
-Pass it to ``torch.load(path, weights_only=False, pickle_module=...)``.
+`yolor_keras.convert.archive` unpickles a checkpoint's ``data.pkl`` with it.
 Unpickling can call any importable function a file names, so this module
-resolves only an explicit allowlist of harmless globals (tensor and storage
-rebuilding, OrderedDict, set, numpy array reconstruction). Classes of the
-official code (``models.*``, ``utils.*``) and of ``torch.nn`` become inert
-`StandIn` objects that merely keep their pickled state, so the official code
-need not be installed and no module code ever runs. Any other global, such
-as ``os.system``, ``builtins.eval`` or ``subprocess.Popen``, is refused with
+resolves only an explicit allowlist of harmless globals (OrderedDict, set,
+NumPy array reconstruction, and torch's tensor-rebuilding functions, which
+are replaced by the inert checks of `yolor_keras.convert.tensors`; torch
+itself is never imported). Classes of the official code (``models.*``,
+``utils.*``) and of ``torch.nn`` become inert `StandIn` objects that merely
+keep their pickled state, so the official code need not be installed and
+no module code ever runs. Any other global, such as ``os.system``,
+``builtins.eval`` or ``subprocess.Popen``, is refused with
 `ForbiddenGlobalError` (a `pickle.UnpicklingError`) before it could be called.
 """
 
@@ -16,6 +18,8 @@ import functools
 import pickle
 
 import numpy as np
+
+from yolor_keras.convert import tensors
 
 # Module prefixes whose classes are replaced by stand-ins. These are the
 # official code's packages and torch's module classes: they are only ever
@@ -29,10 +33,18 @@ def _numpy_core(name):
     return getattr(core.multiarray, name)
 
 
-def _torch_global(name):
-    import torch
+def _reconstruct(subtype, shape, dtype):
+    """numpy's ``_reconstruct``, for the empty array numpy pickles.
 
-    return functools.reduce(getattr, name.split("."), torch)
+    NumPy pickles an array as ``_reconstruct(ndarray, (0,), b"b")`` followed
+    by ``__setstate__`` with the data; a larger shape would allocate (and,
+    for object arrays, fill) memory that no byte of the file pays for.
+    """
+    if subtype is not np.ndarray:
+        raise ForbiddenGlobalError("numpy _reconstruct may only rebuild a plain ndarray.")
+    if not isinstance(shape, tuple) or any(type(dim) is not int or dim != 0 for dim in shape):
+        raise ForbiddenGlobalError(f"numpy _reconstruct with shape {shape!r:.100} is refused.")
+    return _numpy_core("_reconstruct")(subtype, shape, dtype)
 
 
 _DTYPE_NAMES = (
@@ -48,8 +60,7 @@ _DTYPE_NAMES = (
     "bool",
 )
 
-# (module, name) -> zero-argument resolver, so torch is imported only when a
-# file actually asks for it.
+# (module, name) -> zero-argument resolver of what the unpickler gets instead.
 _ALLOWED = {
     ("collections", "OrderedDict"): lambda: collections.OrderedDict,
     ("builtins", "set"): lambda: set,
@@ -60,20 +71,22 @@ _ALLOWED = {
     ("_codecs", "encode"): lambda: __import__("_codecs").encode,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_core("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_core("_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _reconstruct,
     ("numpy.core.multiarray", "scalar"): lambda: _numpy_core("scalar"),
     ("numpy._core.multiarray", "scalar"): lambda: _numpy_core("scalar"),
-    ("torch._utils", "_rebuild_tensor"): lambda: _torch_global("_utils._rebuild_tensor"),
-    ("torch._utils", "_rebuild_tensor_v2"): lambda: _torch_global("_utils._rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"): lambda: _torch_global("_utils._rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"): lambda: _torch_global(
-        "_utils._rebuild_parameter_with_state"
-    ),
-    ("torch", "Size"): lambda: _torch_global("Size"),
+    # Tensors are rebuilt as checked, unread views (see `tensors`).
+    ("torch._utils", "_rebuild_tensor"): lambda: tensors.rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: tensors.rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): lambda: tensors.rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): lambda: tensors.rebuild_parameter,
+    ("torch", "Size"): lambda: tuple,
 }
 for _dtype in _DTYPE_NAMES:
-    _ALLOWED[("torch", _dtype)] = functools.partial(_torch_global, _dtype)
+    # A dtype is only ever data in a checkpoint; keep its name.
+    _ALLOWED[("torch", _dtype)] = functools.partial(str, f"torch.{_dtype}")
+for _storage in tensors.STORAGE_DTYPES:
+    _ALLOWED[("torch", _storage)] = functools.partial(tensors.storage_type, _storage)
 for _kind in (
     "Float64DType",
     "Float32DType",
@@ -114,9 +127,9 @@ class StandIn:
         return f"<stand-in for {self.class_path}>"
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)
 def stand_in_class(module, name):
-    """A `StandIn` subclass named after the class it replaces (cached)."""
+    """A `StandIn` subclass named after the class it replaces (cached, bounded)."""
     return type(name, (StandIn,), {"class_path": f"{module}.{name}", "__module__": __name__})
 
 
