@@ -128,6 +128,14 @@ class YOLORObjectDetector(keras.Model):
         # checkpoint, whose optimizer state then includes the averages).
         average_batchnorm_statistics(self)
 
+    def compile_from_config(self, config):
+        # Keras skips compiling on load for a model whose `compile` is
+        # overridden unless this is too; it does what Keras' own does.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         raw = [ops.cast(output, "float32") for output in y_pred]
         terms = self.yolor_loss.compute_components(y, raw)

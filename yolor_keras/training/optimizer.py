@@ -181,7 +181,7 @@ class YOLORSGD(keras.optimizers.Optimizer):
         steps = ops.convert_to_tensor(batch)
         value = ops.ones_like(steps)
         for start in self._accumulation_starts:
-            value = value + ops.cast(steps >= start, steps.dtype)
+            value = value + ops.cast(steps >= ops.cast(start, steps.dtype), steps.dtype)
         return value
 
     def updates_before(self, batches):
@@ -191,14 +191,16 @@ class YOLORSGD(keras.optimizers.Optimizer):
         == 0``, counted in closed form over the ramp's constant stretches.
         """
         batches = ops.convert_to_tensor(batches)
+        dtype = batches.dtype
         starts = [0] + list(self._accumulation_starts)
         count = ops.zeros_like(batches)
         for index, start in enumerate(starts):
             value = index + 1
-            end = ops.maximum(batches, start)
+            end = ops.maximum(batches, ops.cast(start, dtype))
             if index + 1 < len(starts):
-                end = ops.minimum(end, starts[index + 1])
-            count = count + _ceil_div(end, value) - _ceil_div(start, value)
+                end = ops.minimum(end, ops.cast(starts[index + 1], dtype))
+            # Multiples of `value` in [start, end).
+            count = count + _ceil_div(end, ops.cast(value, dtype)) - (start + value - 1) // value
         return count
 
     @property
@@ -221,14 +223,23 @@ class YOLORSGD(keras.optimizers.Optimizer):
                 fixed order (it is the order of the saved averages).
         """
         variables = list(variables)
-        if self.built:
-            if [id(v) for v in variables] == [id(v) for v in self._statistics]:
-                return
+        if [id(v) for v in variables] == [id(v) for v in self._statistics]:
+            return
+        if self.built or self._statistics:
             raise ValueError(
-                "YOLORSGD.average_statistics must be called before the optimizer is "
-                "built (before the first training step or checkpoint load)."
+                "YOLORSGD.average_statistics must be called once, before the optimizer "
+                "is built (before the first training step or checkpoint load)."
             )
+        if self.ema_decay is None:
+            return
         self._statistics = variables
+        # Created here, eagerly, so that they start as a copy of the
+        # statistics before training, like the official EMA's deepcopy.
+        self.statistic_averages = []
+        for statistic in variables:
+            average = self.add_variable_from_reference(statistic, name="statistic_ema")
+            average.assign(statistic)
+            self.statistic_averages.append(average)
 
     def statistic_pairs(self):
         """``(statistic, average)`` pairs of the averaged statistics."""
@@ -243,16 +254,12 @@ class YOLORSGD(keras.optimizers.Optimizer):
         if self.ema_decay is not None:
             self.averages = self.add_optimizer_variables(variables, "ema")
             # The average starts at the initial weights, as the official EMA
-            # starts as a copy of the model.
+            # starts as a copy of the model. When Keras builds the optimizer
+            # while tracing the train function this assignment does not
+            # last, so the first update also takes the pre-update weights as
+            # the previous average (see `update_step`).
             for average, variable in zip(self.averages, variables):
                 average.assign(variable)
-            if self._statistics:
-                self.statistic_averages = [
-                    self.add_variable_from_reference(statistic, name="statistic_ema")
-                    for statistic in self._statistics
-                ]
-                for average, statistic in zip(self.statistic_averages, self._statistics):
-                    average.assign(statistic)
 
     def _ema_decay_now(self, dtype):
         # Called during an update, before the iteration counter moves on, so
@@ -357,10 +364,13 @@ class YOLORSGD(keras.optimizers.Optimizer):
         velocity = self.momentums[self._get_variable_index(variable)]
         self.assign(velocity, momentum * velocity + gradient)
         step = gradient + momentum * velocity if self.nesterov else velocity
+        if self.averages:
+            average = self.averages[self._get_variable_index(variable)]
+            # The EMA starts as a copy of the weights before the first update.
+            self.assign(average, ops.where(ops.equal(self.iterations, 0), variable, average))
         self.assign_sub(variable, learning_rate * step)
         if self.averages:
             decay = self._ema_decay_now(dtype)
-            average = self.averages[self._get_variable_index(variable)]
             self.assign(average, decay * average + (1.0 - decay) * variable)
 
     def ema_values(self, variables):
