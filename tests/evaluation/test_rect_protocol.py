@@ -514,3 +514,25 @@ def test_official_protocol_refuses_a_fixed_size_model(dataset):
         evaluate_module.evaluation_batches(
             read_coco_json(path, verbose=False), FixedSize(), protocol="rect"
         )
+
+
+def test_training_callback_scores_against_the_annotation_file(dataset, monkeypatch):
+    """The training-time evaluation (square batches built by the trainer) uses
+    the same ground truth as `yolor evaluate`."""
+    from yolor_keras.data import build_dataset
+    from yolor_keras.training.callbacks import COCOEvaluationCallback
+
+    root, path, coco, detections = dataset
+    detector = FixedDetector(coco, detections)
+    detector.optimizer = None  # no EMA to swap in
+    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    batches, info = build_dataset(
+        root, split="val", image_size=128, batch_size=4, training=False, verbose=False
+    )
+    callback = COCOEvaluationCallback(batches, info, verbose=False)
+    callback.set_model(detector)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    reference = pycocotools_on_file(path, detections)
+    assert logs["val_mAP"] == pytest.approx(reference[0], abs=1e-4)
+    assert logs["val_mAP50"] == pytest.approx(reference[1], abs=1e-4)
