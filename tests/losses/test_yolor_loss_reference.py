@@ -40,6 +40,17 @@ def _bce(logit, target, pos_weight):
     return -(pos_weight * target * log_p + (1.0 - target) * log_not_p)
 
 
+def _criterion(logit, target, pos_weight, gamma, alpha=0.25):
+    """BCE, or the official FocalLoss around it when gamma > 0."""
+    loss = _bce(logit, target, pos_weight)
+    if gamma > 0:
+        p = _sigmoid(logit)
+        p_t = target * p + (1 - target) * (1 - p)
+        alpha_t = target * alpha + (1 - target) * (1 - alpha)
+        loss *= alpha_t * (1.0 - p_t) ** gamma
+    return loss
+
+
 def _ciou(pred, target, eps=1e-9):
     (px, py, pw, ph), (tx, ty, tw, th) = pred, target
     p_x1, p_x2, p_y1, p_y2 = px - pw / 2, px + pw / 2, py - ph / 2, py + ph / 2
@@ -88,6 +99,7 @@ def reference_loss(
     obj_pw=1.0,
     smoothing=0.0,
     rule="main",
+    fl_gamma=0.0,
 ):
     """Official (lbox, lobj, lcls) of a batch, and each sample's lobj share."""
     num_levels, batch = len(raw), raw[0].shape[0]
@@ -132,14 +144,14 @@ def reference_loss(
                 tobj[b, row, col, a] = (1.0 - gr) + gr * max(ciou, 0.0)
                 for k in range(nc):
                     label = 1.0 - smoothing / 2 if k == c else smoothing / 2
-                    cls_terms.append(_bce(t[5 + k], label, cls_pw))
+                    cls_terms.append(_criterion(t[5 + k], label, cls_pw, fl_gamma))
             lbox += np.mean(box_terms)
             if nc > 1:
                 lcls += np.mean(cls_terms)
         level_obj = np.zeros(batch)
         for b in range(batch):
             terms = [
-                _bce(p[b, i, j, a, 4], tobj[b, i, j, a], obj_pw)
+                _criterion(p[b, i, j, a, 4], tobj[b, i, j, a], obj_pw, fl_gamma)
                 for i in range(height)
                 for j in range(width)
                 for a in range(num_anchors)
@@ -210,6 +222,13 @@ CASES = {
             "cls": 0.3,
         },
     },
+    "csp_focal": {
+        "strides": [8, 16, 32],
+        "image": 96,
+        "nc": 4,
+        "anchors": P6_ANCHORS[:3] / 6,
+        "options": {"fl_gamma": 1.5, "smoothing": 0.1, "cls_pw": 1.5, "gr": 0.8},
+    },
     "single_class": {
         "strides": [8, 16, 32],
         "image": 64,
@@ -229,6 +248,7 @@ KERAS_NAMES = {
     "box": "box_gain",
     "obj": "obj_gain",
     "cls": "cls_gain",
+    "fl_gamma": "focal_gamma",
 }
 
 
