@@ -198,7 +198,7 @@ def displayed_size(encoded, stored_height, stored_width):
     )
 
 
-@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
 def _orientation_of_bytes(data):
     return exif_orientation(data)
 
@@ -212,7 +212,7 @@ def orientation_of(data):
     return int(_orientation_of_bytes(tf.constant(data, tf.string)))
 
 
-@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
 def decode_image_eagerly(data):
     """`decode_image` compiled once, for callers outside a graph."""
     return decode_image(data)

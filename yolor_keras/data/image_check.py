@@ -77,9 +77,10 @@ def probe_image(source, decode=False):
             mode, image_format = image.mode, image.format
     except Exception:  # Pillow raises many types for bad files
         return ImageProbe(problem=reasons.UNREADABLE_IMAGE)
-    if image_format == "JPEG":
+    if image_format == "JPEG" and not decode:
         # Sizes are those of the displayed image (EXIF orientation applied),
-        # as the pipeline decodes it and as annotation tools show it.
+        # as the pipeline decodes it and as annotation tools show it. A full
+        # decode below measures them directly.
         from yolor_keras.data.exif import orientation_of  # deferred: needs TF
 
         if orientation_of(data) >= 5:
@@ -104,8 +105,14 @@ def probe_image(source, decode=False):
             probe.problem = reasons.UNREADABLE_IMAGE
             return probe
         data = probe.data
-    if decode and not _tf_decodes(data, width, height):
-        probe.problem = reasons.UNREADABLE_IMAGE
+    if decode:
+        shape = _tf_decoded_shape(data)
+        # The decoder applies the EXIF orientation: the displayed image is
+        # the stored one, possibly turned a quarter.
+        if shape not in ((height, width), (width, height)):
+            probe.problem = reasons.UNREADABLE_IMAGE
+        else:
+            probe.height, probe.width = shape
     return probe
 
 
@@ -119,7 +126,8 @@ def _reencode_as_png(data):
     return buffer.getvalue()
 
 
-def _tf_decodes(data, width, height):
+def _tf_decoded_shape(data):
+    """(height, width) decoded by the pipeline's decoder, None if it fails."""
     import tensorflow as tf  # deferred: probing non-JPEG headers needs no TensorFlow
 
     from yolor_keras.data.exif import decode_image_eagerly
@@ -127,5 +135,5 @@ def _tf_decodes(data, width, height):
     try:
         decoded = decode_image_eagerly(data)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        return False
-    return tuple(decoded.shape[:2]) == (height, width)
+        return None
+    return tuple(int(side) for side in decoded.shape[:2])
