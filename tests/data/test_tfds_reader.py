@@ -8,6 +8,8 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from yolor_keras.data import TFDSSource  # noqa: E402
 from yolor_keras.data import build_dataset  # noqa: E402
+from yolor_keras.data import report as reasons  # noqa: E402
+from yolor_keras.data.report import evaluation_coverage  # noqa: E402
 
 # Three COCO-like examples: (height, width), boxes (ymin, xmin, ymax, xmax)
 # normalised, labels, crowd flags.
@@ -103,6 +105,41 @@ def test_build_dataset_from_tfds_coco():
         )
         images, labels = next(iter(training))
         assert images.shape == (2, 64, 64, 3) and labels["classes"].shape == (2, 5)
+
+
+def _coco_with_a_corrupt_image(self, split, decoders=None, **kwargs):
+    """EXAMPLES, but image 1001's bytes are a broken JPEG (a damaged record)."""
+    dataset = _coco_as_dataset(self, split, decoders=decoders, **kwargs)
+    broken = tf.constant(b"\xff\xd8\xff\xe0 not the rest of a JPEG")
+
+    def damage(example):
+        example = dict(example)
+        example["image"] = tf.where(
+            tf.equal(example["image/id"], 1001), broken, example["image"]
+        )
+        return example
+
+    return dataset.map(damage)
+
+
+def test_undecodable_tfds_image_is_counted_and_the_rest_evaluated(capsys):
+    with tfds.testing.mock_data(as_dataset_fn=_coco_with_a_corrupt_image):
+        source = TFDSSource("coco/2017", "validation")
+        dataset, info = build_dataset(
+            source, image_size=32, batch_size=2, training=False, verbose=False
+        )
+        ids = [int(i) for _, labels in dataset for i in labels["image_id"]]
+        assert ids == [1000, 1002]
+        assert info.report.skipped == {reasons.UNDECODABLE_IN_PIPELINE: 1}
+        assert info.report.examples[reasons.UNDECODABLE_IN_PIPELINE] == ["image id 1001"]
+        assert (info.report.num_indexed, info.report.num_usable) == (3, 2)
+        # The ground truth export leaves it out instead of failing.
+        assert [image["id"] for image in source.to_coco_dict()["images"]] == [1000, 1002]
+        assert evaluation_coverage(source, len(ids)) == {
+            "images_evaluated": 2,
+            "images_in_split": 3,
+        }
+        assert "evaluated on 2 of the 3 images" in capsys.readouterr().out
 
 
 def _voc_as_dataset(

@@ -109,7 +109,9 @@ class TFDSSource(DetectionSource):
     and `voc/*` are the tested ones. Images stay encoded until the
     pipeline's parallel decode. tfds data was validated when it was
     prepared, so there is no index-time check: degenerate boxes are dropped
-    in the graph without being counted.
+    in the graph without being counted. An image that fails to decode is
+    skipped by the pipeline and counted in `report` (as the readers' images
+    are), so `report.num_usable` falls below the split size.
 
     Args:
         name: the tfds name, e.g. "coco/2017" or "voc/2007".
@@ -220,10 +222,12 @@ class TFDSSource(DetectionSource):
     def to_coco_dict(self):
         """Builds COCO ground truth by reading every image header once."""
         images, annotations = [], []
+        # An image whose header cannot be read is left out of the ground
+        # truth; the pipeline fails to decode it too, and counts it there.
         dataset = self.encoded_dataset(shuffle=False).map(
             lambda element: (element, _image_size(element["image"])),
             num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        ).ignore_errors()
         for element, (height, width) in tqdm(
             dataset.as_numpy_iterator(),
             total=self.num_samples,
