@@ -29,8 +29,11 @@ class Sample:
         boxes: (n, 4) float32 xyxy boxes in original image pixels.
         classes: (n,) int32 contiguous class indices in [0, num_classes).
         image_id: integer id (the COCO image id where there is one).
-        height: original image height in pixels.
-        width: original image width in pixels.
+        height: original image height in pixels, as displayed: with a JPEG's
+            EXIF orientation applied (a portrait phone photo stored as
+            landscape pixels is taller than wide here, as in the decoded
+            pixels and in annotation tools).
+        width: original image width in pixels, as displayed.
         name: the file name used in messages and in the COCO export.
     """
 
