@@ -1,6 +1,7 @@
 """Tests of `yolor detect`: annotated images, detections.json, skipped files."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -49,7 +50,10 @@ def run_output(model_file, source, tmp_path_factory):
     import io
 
     stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    # YOLOR_VERBOSE keeps `main` from replacing sys.stderr (its native-log
+    # filter), which would bypass the redirection when this runs first.
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setenv("YOLOR_VERBOSE", "1")
         code = main(
             ["detect", "--model", str(model_file), "--source", str(source), "--out", str(out),
              "--image-size", str(IMAGE_SIZE), "--names", str(names)]
@@ -103,8 +107,93 @@ def test_boxes_are_drawn_in_their_class_colour(source, run_output):
     np.testing.assert_array_equal(annotated[~covered], original[~covered])
 
 
-def test_missing_source_is_a_clear_error(model_file, tmp_path, capsys):
+def test_missing_source_is_a_clear_error(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("YOLOR_VERBOSE", "1")  # capsys reads sys.stderr; see `detect_cli`
     code = main(["detect", "--model", str(model_file), "--source", str(tmp_path / "nowhere"),
                  "--out", str(tmp_path / "out")])
     assert code == 2
     assert "nowhere: no such file or folder" in capsys.readouterr().err
+
+
+# --out that would overwrite the images it reads.
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of two user images, and their bytes before any run."""
+    folder = tmp_path / "photos"
+    (folder / "day").mkdir(parents=True)
+    (folder / "a.png").write_bytes(encode(scene(70, 90, seed=21)))
+    (folder / "day" / "b.jpg").write_bytes(encode(scene(80, 60, seed=22), "JPEG", quality=90))
+    return folder, {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def detect_cli(model_file, source, out, capsys, monkeypatch):
+    # Keeps `main` from replacing sys.stderr (its native-log filter), which
+    # capsys reads.
+    monkeypatch.setenv("YOLOR_VERBOSE", "1")
+    code = main(["detect", "--model", str(model_file), "--source", str(source), "--out", str(out),
+                 "--image-size", str(IMAGE_SIZE)])
+    return code, capsys.readouterr().err
+
+
+def assert_untouched(photos):
+    folder, before = photos
+    after = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    "source, out",
+    [
+        ("photos", "photos"),  # the source folder itself
+        ("photos", "link"),  # a symlink to it
+        ("photos", "photos/day"),  # a folder holding source images
+        ("photos/a.png", "photos"),  # one file, written beside itself
+        ("photos/day/b.jpg", "link/day"),  # the same, through the symlink
+    ],
+)
+def test_out_over_the_sources_is_refused_before_anything_is_written(
+    model_file, photos, source, out, capsys, monkeypatch
+):
+    root = photos[0].parent
+    (root / "link").symlink_to(photos[0], target_is_directory=True)
+    code, err = detect_cli(model_file, root / source, root / out, capsys, monkeypatch)
+    assert code == 2
+    assert f"yolor detect: --out {root / out}" in err and "Choose another --out" in err
+    assert "Traceback" not in err
+    assert_untouched(photos)  # no annotated copy, no detections.json
+
+
+def test_out_file_linked_to_a_source_is_refused(model_file, photos, tmp_path, capsys, monkeypatch):
+    folder, _ = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").symlink_to(folder / "a.png")
+    code, err = detect_cli(model_file, folder, out, capsys, monkeypatch)
+    assert code == 2
+    assert f"annotated copy of {folder / 'a.png'} would overwrite the source image" in err
+    assert_untouched(photos)
+
+
+def test_hard_linked_output_is_replaced_not_written_through(model_file, photos, tmp_path, capsys, monkeypatch):
+    # A hard link has no path of its own to compare; the annotated copy is
+    # renamed into place, so the source's bytes cannot change.
+    folder, before = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(folder / "a.png", out / "a.png")
+    code, _ = detect_cli(model_file, folder, out, capsys, monkeypatch)
+    assert code == 0
+    assert_untouched(photos)
+    assert (out / "a.png").read_bytes() != before[folder / "a.png"]
+    assert not os.path.samefile(out / "a.png", folder / "a.png")
+    assert sorted(os.listdir(out)) == ["a.png", "day", "detections.json"]
+
+
+def test_out_beside_the_sources_is_allowed(model_file, photos, tmp_path, capsys, monkeypatch):
+    folder, _ = photos
+    code, _ = detect_cli(model_file, folder, tmp_path / "annotated", capsys, monkeypatch)
+    assert code == 0
+    assert_untouched(photos)
+    assert (tmp_path / "annotated" / "day" / "b.jpg").is_file()

@@ -30,6 +30,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from yolor_keras.atomic import write_directory_atomically
@@ -238,10 +239,11 @@ def check_saved_model(export_dir, name=None):
     except Exception as error:
         raise ExportCheckError(f"The SavedModel written for {name} does not run: {error}") from error
     # NMS drops NaN scores, so a model whose weights went NaN still answers
-    # with finite (empty) outputs: its variables are checked too.
-    for variable in getattr(loaded, "variables", ()):
-        if variable.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(variable))):
-            raise ExportCheckError(f"{name}: weight {variable.name!r} holds NaN or infinite values.")
+    # with finite (empty) outputs: the saved weights are read back too.
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+    for key, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_floating and not np.all(np.isfinite(reader.get_tensor(key))):
+            raise ExportCheckError(f"{name}: weight {key!r} holds NaN or infinite values.")
     check_finite_outputs({key: value.numpy() for key, value in outputs.items()}, name)
 
 
