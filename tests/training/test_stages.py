@@ -187,3 +187,123 @@ def test_a_continued_stage_near_warmup_follows_the_official_loop(first_epochs):
     # Past warmup the momentum is the new recipe's if this stage warmed up,
     # else the checkpoint's.
     assert expected[(14, 99)][2] == (0.95 if first_epochs * nb <= 1000 else 0.937)
+
+
+HYP_TINY = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1.0,
+                warmup_momentum=0.8, warmup_bias_lr=0.1, warmup_min_steps=2)
+
+
+def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_boundary(tmp_path):
+    """One boundary, fast: a checkpoint after 2 epochs of 3 batches, continued as a 9-mosaic tune stage to 8 epochs."""
+    import types
+
+    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
+    from yolor_keras.training.callbacks import optimizer_counters
+    from yolor_keras.training.callbacks import save_checkpoint
+    from yolor_keras.training.recipe import OptimizerConfig
+    from yolor_keras.training.recipe import Recipe
+    from yolor_keras.training.trainer import _continue_task
+    from yolor_keras.training.trainer import stage_recipe
+
+    keras.utils.set_random_seed(0)
+    detector = YOLORDetector.from_preset(
+        "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
+    )
+    previous = YOLORObjectDetector.from_recipe(detector, Recipe(), loss_scale=4, class_names=["a", "b"])
+    previous.compile(optimizer=build_optimizer(HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4))
+    variables = previous.trainable_variables
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # two epochs of three batches
+        previous.optimizer.apply([rng.normal(scale=0.1, size=v.shape).astype("float32") for v in variables], variables)
+    assert optimizer_counters(previous.optimizer) == (6, 6)
+    folder = save_checkpoint(previous, {"epoch": 2, "step": 6, "updates": 6, "logs": {}}, str(tmp_path / "first"))
+
+    recipe = Recipe(optimizer=OptimizerConfig(**HYP_TINY)).override(epochs=8, batch_size=4, nominal_batch_size=4)
+    recipe = stage_recipe(recipe, "tune")
+    assert recipe.augment.mosaic_tiles == 9
+    task, state = _continue_task(
+        folder, recipe, recipe.train, steps=3, accumulate=1, continue_weights="ema",
+        train_info=types.SimpleNamespace(class_names=["a", "b"]),
+    )
+    optimizer = task.optimizer
+    assert state["epoch"] == 2
+    assert optimizer_counters(optimizer) == (6, 6)
+    for new, old in zip(optimizer.momentums, previous.optimizer.momentums):
+        np.testing.assert_array_equal(np.array(new), np.array(old))
+    old_ema = [np.array(v) for v in previous.optimizer.ema_values(variables)]
+    for new, old in zip(optimizer.ema_values(task.trainable_variables), old_ema):
+        np.testing.assert_array_equal(np.array(new), old)
+    # The official checkpoint's model is the EMA, so the weights start there.
+    for weight, old in zip(task.trainable_variables, old_ema):
+        np.testing.assert_array_equal(np.array(weight), old)
+    assert not all(np.array_equal(np.array(v), e) for v, e in zip(variables, old_ema))
+
+    # The first continued epoch holds the checkpoint's rate; the next runs at
+    # the 8-epoch cosine of the previous epoch (warmup ended at batch 3).
+    lf8 = lambda x: ((1 + math.cos(x * math.pi / 8)) / 2) * 0.8 + 0.2
+    lf4 = lambda x: ((1 + math.cos(x * math.pi / 4)) / 2) * 0.8 + 0.2
+    assert _ours(optimizer, 6)[0] == pytest.approx(0.01 * lf4(2), rel=1e-6)
+    assert _ours(optimizer, 9)[0] == pytest.approx(0.01 * lf8(2), rel=1e-6)
+
+    # The next update is the EMA's 7th: decay 0.9999 * (1 - exp(-7 / 2000)).
+    ema_before = np.array(optimizer.ema_values(task.trainable_variables)[0])
+    weights = task.trainable_variables
+    optimizer.apply([rng.normal(scale=0.1, size=v.shape).astype("float32") for v in weights], weights)
+    decay = 0.9999 * (1 - math.exp(-7 / 2000))
+    np.testing.assert_allclose(
+        np.array(optimizer.ema_values(weights)[0]),
+        decay * ema_before + (1 - decay) * np.array(weights[0]), rtol=1e-5, atol=1e-7,
+    )
+    assert optimizer_counters(optimizer) == (7, 7)
+
+
+@pytest.mark.slow
+def test_three_stages_end_to_end_carry_over_at_each_boundary(tmp_path):
+    """The paper schedule in miniature: 3 epochs, tune to 5 from epoch 1, fine-tune to 5 from epoch 3."""
+    import json
+
+    from yolor_keras.data.synthetic import generate_dataset
+    from yolor_keras.training.recipe import recipe_from_dict
+    from yolor_keras.training.trainer import train
+
+    generate_dataset(str(tmp_path / "data"), num_train=12, num_val=4, image_size=128, seed=1)
+    recipe = recipe_from_dict({
+        "train": {"model": "yolor_p6", "image_size": 64, "batch_size": 4, "nominal_batch_size": 4,
+                  "eval_interval": 100},
+        "optimizer": {"warmup_epochs": 1.0, "warmup_min_steps": 2},
+    })
+    common = dict(recipe=recipe, width_multiplier=0.125, depth_multiplier=0.33, steps_per_epoch=2,
+                  val_data=False, verbose=0)
+
+    def state(run, epoch):
+        return json.loads((tmp_path / run / "checkpoints" / f"epoch_{epoch:03d}" / "state.json").read_text())
+
+    first = train(str(tmp_path / "data"), str(tmp_path / "scratch"), epochs=3, save_epochs=[1], **common)
+    assert sorted((tmp_path / "scratch" / "checkpoints").iterdir())[0].name == "epoch_001"
+    assert state("scratch", 1) | {"logs": None} == {
+        "epoch": 2, "step": 4, "updates": 4, "keep_epochs": [1], "seed": 0, "stage": "train", "logs": None,
+    }
+    assert len(first.history.epoch) == 3
+
+    tune = train(
+        str(tmp_path / "data"), str(tmp_path / "tune"), epochs=5, stage="tune", save_epochs=[3],
+        continue_from=str(tmp_path / "scratch" / "checkpoints" / "epoch_001"), **common,
+    )
+    assert tune.history.epoch == [2, 3, 4]  # the epoch counter carried over
+    # Optimizer step and update count (the EMA's) continue from the checkpoint's 4.
+    assert [(state("tune", e)["step"], state("tune", e)["updates"]) for e in (3, 4)] == [(8, 8), (10, 10)]
+    assert state("tune", 4)["stage"] == "tune"
+
+    fine = train(
+        str(tmp_path / "data"), str(tmp_path / "fine"), epochs=5,
+        continue_from=str(tmp_path / "tune" / "checkpoints" / "epoch_003"), **common,
+    )
+    assert fine.history.epoch == [4]
+    assert (state("fine", 4)["epoch"], state("fine", 4)["step"], state("fine", 4)["updates"]) == (5, 10, 10)
+    inner = fine.task.optimizer
+    assert int(keras.ops.convert_to_numpy(inner.iterations)) == 10
+    # The fine stage's rate in its one epoch is the tune run's rate after epoch 3.
+    lf5 = lambda x: ((1 + math.cos(x * math.pi / 5)) / 2) * 0.8 + 0.2
+    assert _value(inner._learning_rate, 8) == pytest.approx(0.01 * lf5(3), rel=1e-6)
+    assert (tmp_path / "fine" / "model.keras").exists()

@@ -1,4 +1,4 @@
-"""The training run end to end: checkpoints, kill and resume, evaluation."""
+"""The training run end to end: a run killed mid-epoch and resumed ends exactly where an uninterrupted run does."""
 
 import json
 import os
@@ -6,28 +6,45 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
+import zipfile
 
+import h5py
+import numpy as np
 import pytest
-
-from yolor_keras.training.callbacks import atomic_write
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
+# Runs `yolor train` and kills itself (SIGKILL: no cleanup, no flushing) right
+# after batch KILL_BATCH of epoch KILL_EPOCH, from inside the training loop:
+# the kill point is exact, with no polling race.
+KILLED_TRAIN = """
+import os, signal, sys
+from yolor_keras.training import callbacks
 
-def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    target = tmp_path / "last.keras"
-    target.write_text("previous checkpoint")
+kill_epoch, kill_batch = int(os.environ["KILL_EPOCH"]), int(os.environ["KILL_BATCH"])
+current = {}
 
-    def broken_write(path):
-        with open(path, "w") as handle:
-            handle.write("half a checkpoint")
-        raise OSError("disk full")
+def on_epoch_begin(self, epoch, logs=None):
+    current["epoch"] = epoch
 
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(str(target), broken_write)
-    assert target.read_text() == "previous checkpoint"
-    assert sorted(os.listdir(tmp_path)) == ["last.keras"]
+def on_train_batch_end(self, batch, logs=None):
+    if current.get("epoch") == kill_epoch and batch == kill_batch:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+callbacks.EpochCheckpoint.on_epoch_begin = on_epoch_begin
+callbacks.EpochCheckpoint.on_train_batch_end = on_train_batch_end
+from yolor_keras.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# Batch 4 accumulated to a nominal 8 (the official ramp: 1 -> 2 over a
+# 3-batch warmup), 3 batches per epoch: 7 optimizer updates in 4 epochs, and
+# a half-filled gradient accumulator at every checkpoint.
+RECIPE = """
+train: {model: yolor_p6, image_size: 64, epochs: 4, batch_size: 4, nominal_batch_size: 8, eval_interval: 100}
+optimizer: {warmup_epochs: 1.0, warmup_min_steps: 3}
+augment: {mosaic: 1.0, mixup: 0.0}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -39,48 +56,97 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-def _train_command(data, out, *extra):
+def _train_args(data, out, recipe, *extra):
     return [
-        sys.executable, "-m", "yolor_keras.cli", "train",
-        "--data", str(data), "--out", str(out), "--model", "yolor_p6",
-        "--epochs", "3", "--batch-size", "4", "--image-size", "64",
+        "train", "--data", str(data), "--out", str(out), "--recipe", str(recipe),
         "--width-multiplier", "0.125", "--depth-multiplier", "0.33",
-        "--steps-per-epoch", "2", *extra,
+        "--steps-per-epoch", "3", "--seed", "5", *extra,
     ]
 
 
-def test_killed_run_resumes_at_the_same_epoch_and_step(tiny_dataset, tmp_path):
-    out = tmp_path / "run"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    first = subprocess.Popen(
-        _train_command(tiny_dataset, out), cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    state_path = out / "state.json"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and first.poll() is None:
-        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 1:
-            break
-        time.sleep(0.5)
-    assert first.poll() is None, "training ended before it could be killed:\n" + first.stdout.read()[-3000:]
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    killed_state = json.loads(state_path.read_text())
-    assert killed_state["epoch"] in (1, 2)
-    assert killed_state["step"] == 2 * killed_state["epoch"]
+def _start(args, log_path, env, script=None):
+    # Output goes to a file: nothing blocks on an unread pipe.
+    log = open(log_path, "w")
+    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "yolor_keras.cli", *args]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process.log_file = log
+    return process
 
-    resumed = subprocess.run(
-        _train_command(tiny_dataset, out, "--resume"), cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=900,
+
+def _finish(process, timeout=1200):
+    try:
+        return process.wait(timeout=timeout)
+    finally:
+        process.log_file.close()
+
+
+def _archive_arrays(checkpoint):
+    """Every array of a checkpoint's task.keras: layer weights and optimizer variables."""
+    arrays = {}
+    with zipfile.ZipFile(checkpoint / "task.keras") as archive, archive.open("model.weights.h5") as handle:
+        with h5py.File(handle, "r") as weights:
+            weights.visititems(
+                lambda name, item: arrays.__setitem__(name, np.array(item)) if isinstance(item, h5py.Dataset) else None
+            )
+    return arrays
+
+
+def _optimizer_arrays(arrays):
+    return {name: value for name, value in arrays.items() if name.startswith("optimizer/")}
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    killed_out, straight_out = tmp_path / "killed", tmp_path / "straight"
+    # The run to kill and the uninterrupted one run side by side.
+    killed = _start(
+        _train_args(tiny_dataset, killed_out, recipe), tmp_path / "killed.log",
+        {**env, "KILL_EPOCH": "2", "KILL_BATCH": "1"}, script=KILLED_TRAIN,
     )
-    output = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, output[-4000:]
-    assert f"Resuming {out} at epoch {killed_state['epoch']}, step {killed_state['step']}" in output
-    final_state = json.loads(state_path.read_text())
-    assert final_state["epoch"] == 3
-    # The optimizer step continued from the checkpoint instead of restarting.
-    assert final_state["step"] == 6
-    assert "val_mAP" in final_state["logs"]
-    assert (out / "model.keras").exists()
-    epochs_logged = [line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]]
-    assert epochs_logged[-1] == "2"
+    straight = _start(_train_args(tiny_dataset, straight_out, recipe), tmp_path / "straight.log", env)
+    killed_rc, straight_rc = _finish(killed), _finish(straight)
+    assert straight_rc == 0, (tmp_path / "straight.log").read_text()[-4000:]
+    assert killed_rc == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-4000:]
+
+    # Killed in epoch 2 after two of its batches: the latest checkpoint is
+    # after epoch 1, with optimizer updates made and an accumulator in use.
+    pointer = json.loads((killed_out / "checkpoint.json").read_text())
+    assert pointer == {"latest": "epoch_001", "previous": "epoch_000"}
+    state = json.loads((killed_out / "checkpoints" / "epoch_001" / "state.json").read_text())
+    # Updates at batches 0, 1, 2 (accumulation 1, 1, 2 on the ramp) and 4.
+    assert (state["epoch"], state["step"], state["updates"]) == (2, 6, 4)
+    at_kill = _archive_arrays(killed_out / "checkpoints" / "epoch_001")
+    accumulators = [v for k, v in at_kill.items() if k.startswith("optimizer/") and "accumulator" in k]
+    assert accumulators and any(np.abs(value).max() > 0 for value in accumulators)
+
+    resumed = _start(_train_args(tiny_dataset, killed_out, recipe, "--resume"), tmp_path / "resumed.log", env)
+    assert _finish(resumed) == 0, (tmp_path / "resumed.log").read_text()[-4000:]
+    assert "Resuming " + str(killed_out) + " at epoch 2, step 6." in (tmp_path / "resumed.log").read_text()
+
+    final = {}
+    for name, out in (("resumed", killed_out), ("straight", straight_out)):
+        final[name] = json.loads((out / "checkpoints" / "epoch_003" / "state.json").read_text())
+        assert (out / "model.keras").exists()
+    # Updates at batches 0, 1, 2, 4, 6, 8, 10 of 12.
+    assert (final["resumed"]["step"], final["resumed"]["updates"]) == (12, 7)
+    assert (final["straight"]["step"], final["straight"]["updates"]) == (12, 7)
+    assert final["resumed"]["logs"]["loss"] == final["straight"]["logs"]["loss"]
+    assert "val_mAP" in final["resumed"]["logs"]
+
+    resumed_arrays = _archive_arrays(killed_out / "checkpoints" / "epoch_003")
+    straight_arrays = _archive_arrays(straight_out / "checkpoints" / "epoch_003")
+    assert resumed_arrays.keys() == straight_arrays.keys()
+    optimizer = _optimizer_arrays(straight_arrays)
+    # Momentum, weight EMA, BatchNorm-statistic EMA, accumulators, counter.
+    assert len(optimizer) > 3 * len([k for k in straight_arrays if not k.startswith("optimizer/")]) // 2
+    for name in straight_arrays:
+        np.testing.assert_array_equal(resumed_arrays[name], straight_arrays[name], err_msg=name)
+    # And the run really trained: the weights moved from the first checkpoint.
+    first = _archive_arrays(straight_out / "checkpoints" / "epoch_000")
+    moved = [k for k in first if not k.startswith("optimizer/") and not np.array_equal(first[k], straight_arrays[k])]
+    assert len(moved) > 10
+
+    epochs_logged = [line.split(",")[0] for line in (killed_out / "results.csv").read_text().splitlines()[1:]]
+    assert epochs_logged == ["0", "1", "2", "3"]

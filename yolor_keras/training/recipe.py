@@ -166,3 +166,124 @@ def read_recipe_yaml(path):
 def load_recipe(path):
     """Loads and validates a recipe YAML file."""
     return recipe_from_dict(read_recipe_yaml(path), source=str(path))
+
+
+STAGE_KINDS = ("train", "tune")
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """One stage of a multi-stage training schedule (`load_stage_plan`).
+
+    Args:
+        name: the stage's name in the plan.
+        stage: "train" (4-image mosaic) or "tune" (9-image mosaic).
+        recipe: the recipe YAML path, resolved against the plan's folder.
+        epochs: the stage's total epochs, counted from epoch 0.
+        out: the stage's run directory.
+        model, image_size, batch_size: `train` overrides shared by the plan.
+        continue_from: the checkpoint folder the stage continues, or None.
+        save_epochs: 0-based epochs whose checkpoints the stage keeps.
+    """
+
+    name: str
+    stage: str
+    recipe: str
+    epochs: int
+    out: str
+    model: str
+    image_size: int
+    batch_size: int
+    continue_from: str = None
+    save_epochs: tuple = ()
+
+    def command(self, data):
+        """The `yolor train` arguments that run this stage on ``data``."""
+        args = [
+            "train", "--data", str(data), "--recipe", self.recipe, "--model", self.model,
+            "--image-size", str(self.image_size), "--batch-size", str(self.batch_size),
+            "--epochs", str(self.epochs), "--stage", self.stage, "--out", self.out,
+        ]
+        if self.continue_from:
+            args += ["--continue-from", self.continue_from]
+        if self.save_epochs:
+            args += ["--save-epochs", ",".join(str(epoch) for epoch in self.save_epochs)]
+        return args
+
+
+def load_stage_plan(path):
+    """Reads a multi-stage schedule (e.g. ``recipes/paper_p6.yaml``), validated.
+
+    Each stage names its recipe file, kind, total epochs and run directory,
+    and which earlier stage's kept checkpoint (by 0-based epoch) it
+    continues from; that epoch must be in the earlier stage's
+    ``save_epochs``, so the earlier stage keeps it.
+
+    Returns:
+        A list of `StagePlan`, in order.
+    """
+    path = pathlib.Path(path)
+    data = read_recipe_yaml(path)
+    source = str(path)
+    top = {"model", "image_size", "batch_size", "stages"}
+    unknown = set(data) - top
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {sorted(unknown)}; expected {sorted(top)}.")
+    shared = {}
+    for key, kind in (("model", str), ("image_size", int), ("batch_size", int)):
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{source}: `{key}` must be {kind.__name__}, got {value!r}.")
+        shared[key] = value
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ValueError(f"{source}: `stages` must be a non-empty list.")
+    keys = {"name", "stage", "recipe", "epochs", "out", "continue_from", "save_epochs"}
+    plans = {}
+    for index, stage in enumerate(stages):
+        where = f"{source}: stages[{index}]"
+        if not isinstance(stage, dict):
+            raise ValueError(f"{where} must be a mapping.")
+        unknown = set(stage) - keys
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(keys)}.")
+        name = stage.get("name")
+        if not isinstance(name, str) or name in plans:
+            raise ValueError(f"{where}: `name` must be a new string, got {name!r}.")
+        if stage.get("stage") not in STAGE_KINDS:
+            raise ValueError(f"{where}: `stage` must be one of {STAGE_KINDS}, got {stage.get('stage')!r}.")
+        epochs = stage.get("epochs")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"{where}: `epochs` must be an integer >= 1, got {epochs!r}.")
+        for key in ("recipe", "out"):
+            if not isinstance(stage.get(key), str):
+                raise ValueError(f"{where}: `{key}` must be a string path, got {stage.get(key)!r}.")
+        recipe = path.parent / stage["recipe"]
+        if not recipe.is_file():
+            raise ValueError(f"{where}: recipe file not found: {recipe}.")
+        save_epochs = stage.get("save_epochs", [])
+        if not isinstance(save_epochs, list) or not all(
+            isinstance(e, int) and not isinstance(e, bool) and 0 <= e < epochs for e in save_epochs
+        ):
+            raise ValueError(f"{where}: `save_epochs` must list epochs in [0, {epochs}), got {save_epochs!r}.")
+        continue_from = None
+        origin = stage.get("continue_from")
+        if origin is not None:
+            if not isinstance(origin, dict) or set(origin) != {"stage", "epoch"}:
+                raise ValueError(f"{where}: `continue_from` must be {{stage: NAME, epoch: N}}, got {origin!r}.")
+            earlier = plans.get(origin["stage"])
+            if earlier is None:
+                raise ValueError(f"{where}: `continue_from` names {origin['stage']!r}, not an earlier stage.")
+            if origin["epoch"] not in earlier.save_epochs:
+                raise ValueError(
+                    f"{where}: continues from epoch {origin['epoch']} of {earlier.name!r}, which "
+                    f"keeps only {list(earlier.save_epochs)} (add it to its save_epochs)."
+                )
+            if origin["epoch"] + 1 >= epochs:
+                raise ValueError(f"{where}: epochs {epochs} leaves nothing to train after epoch {origin['epoch']}.")
+            continue_from = f"{earlier.out}/checkpoints/epoch_{origin['epoch']:03d}"
+        plans[name] = StagePlan(
+            name=name, stage=stage["stage"], recipe=str(recipe), epochs=epochs, out=stage["out"],
+            continue_from=continue_from, save_epochs=tuple(save_epochs), **shared,
+        )
+    return list(plans.values())

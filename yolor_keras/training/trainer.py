@@ -2,22 +2,38 @@
 
 recipe -> datasets -> task (+ optimizer, EMA) under a tf.distribute strategy
 -> `fit` with per-epoch checkpoints and COCO evaluation -> the EMA model.
+
+A run is reproducible from its seed and resumable to the same result: the
+model is initialised from the seed, and each epoch's batches are drawn from
+the seed and the epoch's index (the pipeline is rebuilt for every epoch), so
+a run killed after epoch k and resumed sees exactly the batches, and reaches
+exactly the weights, of a run that never stopped.
 """
 
 import dataclasses
 import os
+import shutil
 
 import keras
+import numpy as np
 
+from yolor_keras.atomic import write_file_atomically
 from yolor_keras.data import build_dataset
+from yolor_keras.data import load_source
 from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
-from yolor_keras.training.callbacks import CHECKPOINT_NAME
+from yolor_keras.training.callbacks import CHECKPOINTS_DIR
+from yolor_keras.training.callbacks import POINTER_NAME
+from yolor_keras.training.callbacks import CheckpointError
 from yolor_keras.training.callbacks import COCOEvaluationCallback
 from yolor_keras.training.callbacks import EpochCheckpoint
+from yolor_keras.training.callbacks import RunProgress
 from yolor_keras.training.callbacks import TimeLimit
-from yolor_keras.training.callbacks import atomic_write
+from yolor_keras.training.callbacks import load_checkpoint
+from yolor_keras.training.callbacks import optimizer_counters
+from yolor_keras.training.callbacks import read_pointer
 from yolor_keras.training.callbacks import read_state
+from yolor_keras.training.callbacks import resolve_checkpoint
 from yolor_keras.training.distribute import is_chief
 from yolor_keras.training.distribute import select_strategy
 from yolor_keras.training.distribute import use_synchronized_batchnorm
@@ -25,8 +41,17 @@ from yolor_keras.training.ema import ema_weights
 from yolor_keras.training.optimizer import build_optimizer
 from yolor_keras.training.recipe import Recipe
 from yolor_keras.training.recipe import load_recipe
+from yolor_keras.training.schedules import continued_schedules
 
 MODEL_NAME = "model.keras"
+RESULTS_NAME = "results.csv"
+STAGES = ("train", "tune")
+# What a run writes into its directory; `exist_ok` clears exactly these.
+RUN_ARTEFACTS = (POINTER_NAME, CHECKPOINTS_DIR, RESULTS_NAME, MODEL_NAME)
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (not empty, nothing to resume)."""
 
 
 @dataclasses.dataclass
@@ -35,7 +60,7 @@ class TrainingResult:
 
     Args:
         task: the trained `YOLORObjectDetector` (raw, non-EMA weights).
-        history: the `keras.callbacks.History` of `fit`.
+        history: the `keras.callbacks.History` of the run's epochs.
         metrics: the last COCO evaluation (EMA weights), or None.
         model_path: the saved EMA detector (`model.keras`).
     """
@@ -54,6 +79,129 @@ def _recipe(recipe):
     return load_recipe(recipe)
 
 
+def stage_recipe(recipe, stage):
+    """The recipe of a training stage: "train" (4-image mosaic, the official
+    ``train.py``) or "tune" (9-image mosaic, the official ``tune.py``)."""
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}; expected one of {STAGES}.")
+    tiles = 9 if stage == "tune" else 4
+    names = {field.name for field in dataclasses.fields(recipe.augment)}
+    if "mosaic_tiles" not in names:
+        if stage == "tune":
+            raise ValueError("This version's augmentation has no 9-image mosaic (AugmentationRecipe.mosaic_tiles).")
+        return recipe
+    return dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mosaic_tiles=tiles))
+
+
+def epoch_seed(seed, epoch):
+    """The data seed of one epoch: a fixed function of the run's seed and the epoch."""
+    return int(np.random.SeedSequence([abs(int(seed)), int(epoch)]).generate_state(1)[0])
+
+
+def prepare_run_directory(out_dir, resume=False, exist_ok=False):
+    """Checks that ``out_dir`` can take the run, before anything is trained.
+
+    A new run refuses a non-empty directory (it would mix with, and
+    overwrite, another run's checkpoints) unless ``exist_ok``, which clears
+    the previous run's artefacts first; ``resume`` needs a checkpoint there.
+    """
+    if resume:
+        if read_pointer(out_dir) is None:
+            raise RunDirectoryError(f"Nothing to resume in {out_dir}: it has no {POINTER_NAME}.")
+        root = os.path.join(out_dir, CHECKPOINTS_DIR)
+        if is_chief() and os.path.isdir(root):
+            # Temporaries of checkpoint writes that a killed run left behind;
+            # the run is the only writer, and it is not writing yet.
+            for name in os.listdir(root):
+                if name.startswith(".epoch_") and (".partial-" in name or ".previous-" in name):
+                    shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        return
+    entries = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    if entries and not exist_ok:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise RunDirectoryError(
+            f"The output directory {out_dir} is not empty ({shown}). Pass --resume to continue "
+            f"its run, --exist-ok to start a new run there (replacing its checkpoints, "
+            f"{RESULTS_NAME} and {MODEL_NAME}), or choose another --out."
+        )
+    if entries and is_chief():
+        for name in RUN_ARTEFACTS:
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+
+def _copy_optimizer_state(source, target, where):
+    """Copies every optimizer variable of ``source`` onto ``target``'s (same model)."""
+    source_variables = {variable.path: variable for variable in source.variables}
+    missing = []
+    for variable in target.variables:
+        origin = source_variables.get(variable.path)
+        if origin is None or tuple(origin.shape) != tuple(variable.shape):
+            missing.append(variable.path)
+            continue
+        variable.assign(origin)
+    # Gradient accumulators may be absent when the batch size changed; any
+    # other missing variable would silently restart the optimizer.
+    missing = [path for path in missing if "gradient_accumulator" not in path]
+    if missing:
+        raise CheckpointError(
+            f"{where}: the checkpoint's optimizer state does not fit this run's optimizer "
+            f"(no match for {missing[:3]}{'...' if len(missing) > 3 else ''})."
+        )
+
+
+def _continue_task(folder, recipe, settings, steps, accumulate, continue_weights, train_info):
+    """The task and optimizer of a run that continues another run's checkpoint."""
+    previous, state = load_checkpoint(folder)
+    start_epoch = state["epoch"]
+    if settings.epochs <= start_epoch:
+        raise ValueError(
+            f"{folder} was taken after {start_epoch} epochs; --epochs {settings.epochs} leaves "
+            f"nothing to train (give the new total, e.g. 450 for the official tune stage)."
+        )
+    detector = previous.detector
+    task = YOLORObjectDetector.from_recipe(
+        detector, recipe, loss_scale=settings.batch_size * accumulate, class_names=train_info.class_names
+    )
+    optimizer = build_optimizer(
+        dataclasses.asdict(recipe.optimizer),
+        steps_per_epoch=steps,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        nominal_batch_size=settings.nominal_batch_size,
+    )
+    previous_optimizer = getattr(previous.optimizer, "inner_optimizer", previous.optimizer)
+    weights_lr, bias_lr, momentum = continued_schedules(
+        optimizer, previous_optimizer, state["step"], start_epoch, steps
+    )
+    optimizer.learning_rate = weights_lr
+    optimizer.bias_learning_rate = bias_lr
+    optimizer.momentum = momentum
+    task.compile(optimizer=optimizer)
+    inner = getattr(task.optimizer, "inner_optimizer", task.optimizer)
+    inner.build(task.trainable_variables)
+    _copy_optimizer_state(previous_optimizer, inner, folder)
+    step, updates = optimizer_counters(inner)
+    if (step, updates) != (state["step"], state["updates"]):
+        raise CheckpointError(
+            f"{folder}: after loading, the optimizer is at step {step}, update {updates}; "
+            f"the checkpoint recorded step {state['step']}, update {state['updates']}."
+        )
+    if continue_weights == "ema":
+        # The official checkpoints hold only the EMA model, so the official
+        # continued run starts its weights (and its EMA) from the EMA.
+        with ema_weights(task):
+            values = [np.array(variable) for variable in task.weights]
+        for variable, value in zip(task.weights, values):
+            variable.assign(value)
+    elif continue_weights != "raw":
+        raise ValueError(f"continue_weights must be 'ema' or 'raw', got {continue_weights!r}.")
+    return task, state
+
+
 def train(
     data,
     out_dir,
@@ -69,6 +217,11 @@ def train(
     depth_multiplier=1.0,
     weights=None,
     resume=False,
+    continue_from=None,
+    continue_weights="ema",
+    stage="train",
+    save_epochs=None,
+    exist_ok=False,
     strategy="auto",
     cache=True,
     seed=0,
@@ -81,22 +234,41 @@ def train(
     Args:
         data: the training dataset in any form `build_dataset` reads (COCO
             layout folder, COCO JSON, YOLO folder or data YAML, "tfds:NAME").
-        out_dir: run directory: ``last.keras`` and ``state.json`` every
-            epoch, ``model.keras`` (EMA detector) at the end.
+        out_dir: run directory: a checkpoint every epoch (see
+            `yolor_keras.training.callbacks`), ``results.csv``, and
+            ``model.keras`` (EMA detector) at the end. It must be empty or
+            absent for a new run (see ``exist_ok``).
         recipe: a `Recipe`, a recipe YAML path, or None (hyp.scratch.1280).
         model: preset name; defaults to the recipe's ``train.model``.
-        epochs, batch_size, image_size: override the recipe.
+        epochs, batch_size, image_size: override the recipe. ``epochs`` is
+            the run's total, counted from epoch 0 also when continuing.
         val_data: the validation dataset; defaults to ``data`` with
             ``val_split``. False disables evaluation.
         train_split, val_split: split names inside ``data``.
         width_multiplier, depth_multiplier: model scaling (tiny models).
         weights: a `.keras` detector (e.g. converted official weights) to
-            start from.
-        resume: continue the run in ``out_dir`` from its last checkpoint, at
-            the same epoch and optimizer step, with optimizer and EMA state.
+            start from; warmup, cosine and EMA start afresh.
+        resume: continue the run in ``out_dir`` from its latest checkpoint, at
+            the same epoch and optimizer step, with optimizer and EMA state,
+            exactly as if it had not stopped.
+        continue_from: a checkpoint folder (or a run directory: its latest
+            checkpoint) of another run to continue in ``out_dir``, as the
+            official ``tune.py``/``train.py`` do with ``--weights last_298.pt``:
+            the epoch counter, optimizer state (momentum, counters) and EMA
+            update count carry over, and the cosine is re-based to ``epochs``.
+        continue_weights: with ``continue_from``: "ema" starts the weights
+            from the checkpoint's EMA (official: its checkpoints hold only
+            the EMA model), "raw" from its raw weights.
+        stage: "train" (4-image mosaic) or "tune" (9-image mosaic, the
+            official ``tune.py``).
+        save_epochs: 0-based epoch indices whose checkpoints are kept for
+            good (e.g. (298, 424)), besides the latest and previous one.
+            A resumed run keeps its earlier choice by default.
+        exist_ok: allow a new run into a non-empty ``out_dir``; the previous
+            run's checkpoints, results and model there are removed first.
         strategy: "auto", "mirrored", "multi_worker" or "default".
         cache: cache decoded images in memory.
-        seed: data seed.
+        seed: seed of the initial weights and of the data.
         steps_per_epoch: limit batches per epoch (quick runs).
         time_limit_minutes: stop after the first epoch past this budget
             (then evaluate and save as after the last epoch).
@@ -105,25 +277,36 @@ def train(
     Returns:
         A `TrainingResult`.
     """
+    if sum(bool(x) for x in (resume, continue_from, weights)) > 1:
+        raise ValueError("Give at most one of resume, continue_from and weights.")
     recipe = _recipe(recipe).override(
         model=model, epochs=epochs, batch_size=batch_size, image_size=image_size
     )
+    recipe = stage_recipe(recipe, stage)
     settings = recipe.train
+    prepare_run_directory(out_dir, resume=resume, exist_ok=exist_ok)
+    if continue_from is not None:
+        continue_folder = resolve_checkpoint(continue_from)
     if settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = select_strategy(strategy)
+    # Seeds the initial weights; the data is seeded per epoch below.
+    keras.utils.set_random_seed(int(seed))
 
-    train_dataset, train_info = build_dataset(
-        data,
-        split=train_split,
-        image_size=settings.image_size,
-        batch_size=settings.batch_size,
-        training=True,
-        recipe=recipe.augment,
-        seed=seed,
-        cache=cache,
-        verbose=bool(verbose),
-    )
+    source = load_source(data, split=train_split, verbose=bool(verbose))
+
+    def epoch_dataset(epoch, verbose_build=False):
+        return build_dataset(
+            source,
+            image_size=settings.image_size,
+            batch_size=settings.batch_size,
+            training=True,
+            recipe=recipe.augment,
+            seed=epoch_seed(seed, epoch),
+            cache=cache,
+            verbose=verbose_build,
+        )
+
     evaluation = None
     if val_data is not False:
         val_dataset, val_info = build_dataset(
@@ -136,23 +319,46 @@ def train(
             verbose=bool(verbose),
         )
         evaluation = COCOEvaluationCallback(
-            val_dataset, val_info, settings.eval_interval, verbose=bool(verbose)
+            val_dataset, val_info, settings.eval_interval, verbose=bool(verbose), epochs=settings.epochs
         )
 
-    steps = train_info.num_batches if steps_per_epoch is None else min(steps_per_epoch, train_info.num_batches)
     accumulate = max(round(settings.nominal_batch_size / settings.batch_size), 1)
     initial_epoch = 0
+    first_dataset = None
     with strategy.scope():
         if resume:
-            state = read_state(out_dir)
-            checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
-            if state is None or not os.path.isfile(checkpoint):
-                raise FileNotFoundError(f"Nothing to resume in {out_dir}: no {CHECKPOINT_NAME}/state.json.")
-            task = keras.saving.load_model(checkpoint)
+            pointer = read_pointer(out_dir)
+            folder = os.path.join(out_dir, CHECKPOINTS_DIR, pointer["latest"])
+            task, state = load_checkpoint(folder)
             initial_epoch = state["epoch"]
+            if save_epochs is None:
+                save_epochs = state.get("keep_epochs", [])
+            # The data of the remaining epochs follows the run's own seed.
+            seed = state.get("seed", seed)
             if verbose:
                 print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['step']}.")
-        else:
+            if initial_epoch >= settings.epochs:
+                raise RunDirectoryError(f"The run in {out_dir} has finished its {settings.epochs} epochs already.")
+        elif continue_from is not None:
+            initial_epoch = read_state(continue_folder)["epoch"]
+            if settings.epochs <= initial_epoch:
+                raise ValueError(
+                    f"{continue_folder} was taken after {initial_epoch} epochs; --epochs "
+                    f"{settings.epochs} leaves nothing to train (give the new total, e.g. 450 "
+                    f"for the official tune stage)."
+                )
+        first_dataset, train_info = epoch_dataset(initial_epoch, verbose_build=bool(verbose))
+        steps = train_info.num_batches if steps_per_epoch is None else min(steps_per_epoch, train_info.num_batches)
+        if continue_from is not None:
+            task, state = _continue_task(
+                continue_folder, recipe, settings, steps, accumulate, continue_weights, train_info
+            )
+            if verbose:
+                print(
+                    f"Continuing {continue_folder} at epoch {initial_epoch} of {settings.epochs}, "
+                    f"step {state['step']}, {state['updates']} EMA updates."
+                )
+        elif not resume:
             if weights is not None:
                 detector = keras.saving.load_model(weights, compile=False)
                 if isinstance(detector, YOLORObjectDetector):
@@ -184,31 +390,50 @@ def train(
                 nominal_batch_size=settings.nominal_batch_size,
             )
             task.compile(optimizer=optimizer)
+        if task.detector.num_classes != train_info.num_classes:
+            raise ValueError(
+                f"The checkpoint's model predicts {task.detector.num_classes} classes but the "
+                f"dataset has {train_info.num_classes}."
+            )
         if strategy.num_replicas_in_sync > 1:
             # Statistics over the global batch, as one device would see it.
             use_synchronized_batchnorm(task, True)
 
     # Order matters: the time limit decides whether this epoch is the last,
     # evaluation adds val_mAP to the logs, then the checkpoint and CSV see them.
-    callbacks = []
+    callbacks = [RunProgress(settings.epochs)]
+    time_limit = None
     if time_limit_minutes is not None:
-        callbacks.append(TimeLimit(time_limit_minutes))
+        time_limit = TimeLimit(time_limit_minutes)
+        callbacks.append(time_limit)
     if evaluation is not None:
         callbacks.append(evaluation)
-    callbacks.append(EpochCheckpoint(out_dir))
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "results.csv"), append=resume))
-    os.makedirs(out_dir, exist_ok=True)
-    if steps_per_epoch is not None:
-        # A capped epoch must not exhaust the finite dataset for the next one.
-        train_dataset = train_dataset.repeat()
-    history = task.fit(
-        train_dataset,
-        epochs=settings.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps if steps_per_epoch is not None else None,
-        callbacks=callbacks,
-        verbose=verbose,
+    callbacks.append(
+        EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state={"seed": int(seed), "stage": stage})
     )
+    # Appends (writing the header once): `fit` runs once per epoch, and a
+    # new run has cleared the file.
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, RESULTS_NAME), append=True))
+    os.makedirs(out_dir, exist_ok=True)
+    history = keras.callbacks.History()
+    history.set_model(task)
+    history.epoch, history.history = [], {}
+    for epoch in range(initial_epoch, settings.epochs):
+        dataset = first_dataset if epoch == initial_epoch else epoch_dataset(epoch)[0]
+        if steps_per_epoch is not None:
+            dataset = dataset.take(steps)
+        epoch_history = task.fit(
+            dataset,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        history.epoch.extend(epoch_history.epoch)
+        for key, values in epoch_history.history.items():
+            history.history.setdefault(key, []).extend(values)
+        if (time_limit is not None and time_limit.stopped) or task.stop_training:
+            break
     model_path = os.path.join(out_dir, MODEL_NAME)
     if is_chief():
         save_ema_detector(task, model_path)
@@ -228,5 +453,5 @@ def save_ema_detector(task, path):
     """
     use_synchronized_batchnorm(task, False)
     with ema_weights(task):
-        atomic_write(path, task.detector.save)
+        write_file_atomically(path, task.detector.save)
     return path
