@@ -109,6 +109,7 @@ def train_stage(out_dir, minutes):
         out_dir=os.path.join(out_dir, "run"),
         recipe=recipe,
         time_limit_minutes=minutes,
+        exist_ok=True,  # a rerun of the demo trains afresh in its own folder
         verbose=1,
         **DEMO_MODEL,
     )
