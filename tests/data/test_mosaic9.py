@@ -153,7 +153,7 @@ def test_canvas_and_render_match_the_hand_layout_pixel_for_pixel():
     geometry = fixed_geometry(HAND_CROP)
     layout = augment._layout(group, geometry, True, s, tiles=9)
     canvas = augment._compose_canvas9(
-        group["image"], group["size"], layout["offsets"], 2 * s
+        group["image"], group["size"], layout["offsets"], layout["cells"]
     )
     np.testing.assert_array_equal(canvas.numpy(), expected)
     # Scale 1 and translate 0.5 show the window's central S x S unchanged,
@@ -166,6 +166,77 @@ def test_canvas_and_render_match_the_hand_layout_pixel_for_pixel():
     general = augment._render_warped(group, layout, matrix, s).numpy()
     np.testing.assert_allclose(fast, centre, atol=0.5)
     np.testing.assert_allclose(general, centre, atol=0.5)
+
+
+def test_window_cells_each_lie_in_one_tile_region():
+    # Hand layout, window coordinates: centre tile x 70-90, y 80-140; the
+    # top band splits at x = 140 (tiles 1 | 2), the right band at y = 150
+    # (3 over 4), the left band at y = 50 (8 over 7) and the bottom band at
+    # x = -10 (6 | 5), so tile 6 gets nothing of it; the bottom band is also
+    # cut at the centre's left edge x = 70.
+    cells = augment.mosaic9_cells(
+        tf.constant(HAND_SIZES, tf.int32), tf.constant(HAND_OFFSETS, tf.int32), 200
+    )
+    expected = {
+        (8, 0): (0, 0, 70, 50),
+        (7, 1): (0, 50, 70, 140),
+        (6, 2): (0, 140, 0, 200),
+        (5, 3): (0, 140, 70, 200),
+        (1, 4): (70, 0, 140, 80),
+        (2, 5): (140, 0, 200, 80),
+        (0, 6): (70, 80, 90, 140),
+        (6, 7): (70, 140, 70, 200),
+        (5, 8): (70, 140, 90, 200),
+        (3, 9): (90, 80, 200, 150),
+        (4, 10): (90, 150, 200, 200),
+    }
+    got = {
+        (tile, i): tuple(int(edge) for edge in cell)
+        for i, (tile, cell) in enumerate(zip(augment.MOSAIC9_CELL_TILES, cells))
+    }
+    assert got == expected
+
+
+def test_random_layouts_match_a_tile_by_tile_reference():
+    # Random tile sizes and windows put the grid lines in every order; the
+    # cell-by-cell canvas must equal tiles pasted one by one in NumPy.
+    s = 24
+    rng = np.random.default_rng(0)
+    images = np.zeros((9, s, s, 3), np.uint8)
+    for i in range(9):
+        images[i] = COLORS[i]
+    recipe = AugmentationRecipe(mosaic_tiles=9)
+
+    @tf.function(autograph=False)
+    def render(sizes, crop):
+        group = {
+            "image": tf.constant(images),
+            "source_size": sizes,
+            "size": sizes,
+            "boxes": tf.zeros([9, 1, 4]),
+            "classes": tf.fill([9, 1], -1),
+        }
+        geometry = dict(fixed_geometry([0, 0]), crop=crop)
+        layout = augment._layout(group, geometry, True, s, tiles=9)
+        canvas = augment._compose_canvas9(
+            group["image"], sizes, layout["offsets"], layout["cells"]
+        )
+        fast = augment._render_axis_aligned(group, layout, geometry, s)
+        return canvas, fast, layout["offsets"]
+
+    for _ in range(40):
+        sizes = rng.integers(1, s + 1, size=(9, 2))
+        sizes[np.arange(9), rng.integers(0, 2, size=9)] = s  # long side S
+        crop = rng.integers(0, s, size=2)
+        canvas, fast, offsets = render(
+            tf.constant(sizes, tf.int32), tf.constant(crop, tf.int32)
+        )
+        corners = [(x + crop[0], y + crop[1]) for x, y in offsets.numpy()]
+        expected = reference_window([tuple(v) for v in sizes], corners, tuple(crop), s)
+        np.testing.assert_array_equal(canvas.numpy(), expected)
+        np.testing.assert_array_equal(
+            fast.numpy(), expected[s // 2 : s // 2 + s, s // 2 : s // 2 + s]
+        )
 
 
 def test_boxes_are_shifted_with_their_tile_and_clipped_to_the_window():

@@ -173,6 +173,87 @@ def mosaic9_offsets(sizes, crop, image_size):
     return tf.stack([offsets_x, offsets_y], axis=-1) - crop[tf.newaxis]
 
 
+# The tile of each of the 11 cells `mosaic9_cells` returns, in order.
+MOSAIC9_CELL_TILES = (8, 7, 6, 5, 1, 2, 0, 6, 5, 3, 4)
+
+
+def mosaic9_cells(sizes, offsets, side):
+    """Splits the 9-mosaic window into 11 rectangles of one tile each.
+
+    The 9 tiles own disjoint regions that cover the plane like a pinwheel
+    around the centre tile: tiles 1-2 the band above it (right of its left
+    edge), 3-4 the band right of it (below its top edge), 5-6 the band
+    below it (left of its right edge) and 7-8 the band left of it (above
+    its bottom edge), each band split between its two tiles. Cutting the
+    bottom band at the centre's left edge as well makes the regions join
+    by concatenation (`join_mosaic9_cells`), so the window is built with
+    each pixel written once.
+
+    Args:
+        sizes: (9, 2) int32 (height, width) of each tile.
+        offsets: (9, 2) int32 window corners of the tiles
+            (`mosaic9_offsets`).
+        side: the window side, 2S.
+
+    Returns:
+        11 cells (x0, y0, x1, y1) in the window, some possibly empty, of
+        the tiles `MOSAIC9_CELL_TILES`. Window edges are the Python ints 0
+        and `side`; inner edges are int32 scalars.
+    """
+    heights, widths = tf.unstack(sizes, axis=1)
+    # The centre tile always lies inside the window (its corner is S minus
+    # a crop offset in [0, S), and its sides are at most S).
+    left, top = offsets[0, 0], offsets[0, 1]
+    right, bottom = left + widths[0], top + heights[0]
+    top_split = tf.clip_by_value(offsets[2, 0], left, side)  # tile 1 | 2
+    right_split = tf.clip_by_value(offsets[4, 1], top, side)  # 3 over 4
+    left_split = tf.clip_by_value(offsets[7, 1], 0, bottom)  # 8 over 7
+    # Tile 6 | tile 5, once left of the centre's left edge, once below it.
+    bottom_split_left = tf.clip_by_value(offsets[5, 0], 0, left)
+    bottom_split_mid = tf.clip_by_value(offsets[5, 0], left, right)
+    return [
+        (0, 0, left, left_split),
+        (0, left_split, left, bottom),
+        (0, bottom, bottom_split_left, side),
+        (bottom_split_left, bottom, left, side),
+        (left, 0, top_split, top),
+        (top_split, 0, side, top),
+        (left, top, right, bottom),
+        (left, bottom, bottom_split_mid, side),
+        (bottom_split_mid, bottom, right, side),
+        (right, top, side, right_split),
+        (right, right_split, side, side),
+    ]
+
+
+def join_mosaic9_cells(blocks):
+    """Joins the 11 rendered cells of `mosaic9_cells` into one image."""
+    (
+        cell8,
+        cell7,
+        cell6_left,
+        cell5_left,
+        cell1,
+        cell2,
+        cell0,
+        cell6_mid,
+        cell5_mid,
+        cell3,
+        cell4,
+    ) = blocks
+
+    def across(*parts):
+        return tf.concat(parts, axis=1)
+
+    def down(*parts):
+        return tf.concat(parts, axis=0)
+
+    left_column = down(cell8, cell7, across(cell6_left, cell5_left))
+    middle = down(cell0, across(cell6_mid, cell5_mid))
+    lower = across(middle, down(cell3, cell4))
+    return across(left_column, down(across(cell1, cell2), lower))
+
+
 def _layout(group, geometry, use_mosaic, image_size, tiles=4):
     """Where the group's images sit on the canvas, and their boxes there.
 
@@ -181,19 +262,20 @@ def _layout(group, geometry, use_mosaic, image_size, tiles=4):
 
     Returns:
         dict: "offsets" (T, 2) int32 tile corners, "regions" (list of T
-        canvas rectangles each tile may cover), "canvas_size" (float32
-        side), "boxes" (TM, 4) canvas boxes and "keep" (TM,) bool; a
-        letterbox has one tile.
+        canvas rectangles each tile may cover; None for 9 tiles), "cells"
+        (the `mosaic9_cells` of a 9-mosaic, else None), "canvas_size"
+        (float32 side), "boxes" (TM, 4) canvas boxes and "keep" (TM,)
+        bool; a letterbox has one tile.
     """
     sizes, boxes = group["size"], group["boxes"]
     valid = group["classes"] >= 0
+    cells = None
     if use_mosaic:
         side = 2 * image_size
         if tiles == 9:
             offsets = mosaic9_offsets(sizes, geometry["crop"], image_size)
-            # The tiles are disjoint, so each may cover the whole window
-            # where it lies; the window's edges are the only cut.
-            regions = [(0, 0, side, side)] * 9
+            cells = mosaic9_cells(sizes, offsets, side)
+            regions = None
         else:
             offsets = transforms.mosaic_offsets(sizes[:4], geometry["center"])
             regions = transforms.mosaic_regions(geometry["center"], image_size)
@@ -218,42 +300,65 @@ def _layout(group, geometry, use_mosaic, image_size, tiles=4):
     return {
         "offsets": offsets,
         "regions": regions,
+        "cells": cells,
         "canvas_size": canvas_size,
         "boxes": tf.reshape(shifted, [-1, 4]),
         "keep": tf.reshape(keep, [-1]),
     }
 
 
-def _compose_canvas9(images, sizes, offsets, side):
-    """Pastes 9 disjoint tiles on a grey `side` x `side` canvas.
+def _paste_cell(images, index, size, offset, cell):
+    """The part of tile `index` inside a canvas cell, padded grey.
 
-    Unlike the 4-mosaic's quadrants, the 9 tiles do not split the canvas
-    into a grid, so each is pasted over the whole canvas and selected by
-    its own rectangle.
+    `transforms.paste_tile` on the whole group: slicing it directly copies
+    only the visible pixels, not the whole tile first.
+
+    Args:
+        images: (G, H, W, 3) uint8 group.
+        index: the tile (Python int).
+        size: (2,) int32 (height, width) of the tile.
+        offset: (2,) int32 (x, y) canvas corner of the tile.
+        cell: (x0, y0, x1, y1) int32 scalars.
 
     Returns:
-        (side, side, 3) uint8.
+        (y1 - y0, x1 - x0, 3) uint8.
     """
-    canvas = tf.fill([side, side, 3], tf.constant(transforms.GREY, tf.uint8))
-    coordinates = tf.range(side)
-    for i in range(9):
-        height, width = sizes[i, 0], sizes[i, 1]
-        x, y = offsets[i, 0], offsets[i, 1]
-        pasted = transforms.paste_tile(
-            images[i], height, width, x, y, (0, 0, side, side)
-        )
-        inside_x = (coordinates >= x) & (coordinates < x + width)
-        inside_y = (coordinates >= y) & (coordinates < y + height)
-        mask = inside_y[:, tf.newaxis, tf.newaxis] & inside_x[tf.newaxis, :, tf.newaxis]
-        canvas = tf.where(mask, pasted, canvas)
-    return canvas
+    x0, y0, x1, y1 = cell
+    visible_x0 = tf.clip_by_value(offset[0], x0, x1)
+    visible_x1 = tf.clip_by_value(offset[0] + size[1], visible_x0, x1)
+    visible_y0 = tf.clip_by_value(offset[1], y0, y1)
+    visible_y1 = tf.clip_by_value(offset[1] + size[0], visible_y0, y1)
+    crop = images[
+        index,
+        visible_y0 - offset[1] : visible_y1 - offset[1],
+        visible_x0 - offset[0] : visible_x1 - offset[0],
+    ]
+    paddings = [
+        [visible_y0 - y0, y1 - visible_y1],
+        [visible_x0 - x0, x1 - visible_x1],
+        [0, 0],
+    ]
+    return tf.pad(crop, paddings, constant_values=transforms.GREY)
+
+
+def _compose_canvas9(images, sizes, offsets, cells):
+    """Pastes the 9 tiles on the grey 2S x 2S window, cell by cell.
+
+    Returns:
+        (2S, 2S, 3) uint8.
+    """
+    blocks = [
+        _paste_cell(images, tile, sizes[tile], offsets[tile], cell)
+        for tile, cell in zip(MOSAIC9_CELL_TILES, cells)
+    ]
+    return join_mosaic9_cells(blocks)
 
 
 def _render_warped(group, layout, matrix, image_size):
     """General warp: paste the tiles on a canvas, then one projective warp."""
-    if len(layout["regions"]) == 9:
+    if layout["cells"] is not None:
         canvas = _compose_canvas9(
-            group["image"], group["size"], layout["offsets"], 2 * image_size
+            group["image"], group["size"], layout["offsets"], layout["cells"]
         )
     else:
         canvas = transforms.compose_canvas(
@@ -273,9 +378,9 @@ def _render_axis_aligned(group, layout, geometry, image_size):
         * float(image_size),
         "output_size": image_size,
     }
-    regions = layout["regions"]
-    if len(regions) == 9:
+    if layout["cells"] is not None:
         return _render_axis_aligned9(group, layout, placement, image_size)
+    regions = layout["regions"]
     if len(regions) == 1:
         output_regions = [(0, 0, image_size, image_size)]
     else:
@@ -325,25 +430,41 @@ def _render_axis_aligned(group, layout, geometry, image_size):
 
 
 def _render_axis_aligned9(group, layout, placement, image_size):
-    """The 9-mosaic's scale-and-translate warp, each tile from its source.
+    """The 9-mosaic's scale-and-translate warp, cell by cell from the sources.
 
-    Disjoint tiles land in disjoint output pixel ranges, so each tile is
-    resampled over the whole output with a fill no pixel can have (-1) and
-    laid over the grey background where it has pixels.
+    Each cell's inner edges map to output pixel boundaries and the window's
+    edges to the output's (grey beyond the window, as for the 4-mosaic), so
+    the cells become output blocks that join the same way.
     """
-    full = (0, 0, image_size, image_size)
-    image = tf.fill([image_size, image_size, 3], float(transforms.GREY))
-    for i, region in enumerate(layout["regions"]):
-        tile = {
-            "source_size": group["source_size"][i],
-            "size": group["size"][i],
-            "offset": layout["offsets"][i],
-            "region": region,
-        }
-        block = transforms.resample_tile(
-            group["image"], i, tile, placement, full, fill=-1
+
+    def to_output(edge, axis):
+        if isinstance(edge, int):  # a window edge
+            return 0 if edge == 0 else image_size
+        first, _ = transforms.output_pixel_range(
+            edge,
+            edge,
+            placement["scale"],
+            placement["center"][axis],
+            placement["translate"][axis],
+            image_size,
         )
-        image = tf.where(block >= 0.0, block, image)
+        return first
+
+    blocks = []
+    for tile, cell in zip(MOSAIC9_CELL_TILES, layout["cells"]):
+        source = {
+            "source_size": group["source_size"][tile],
+            "size": group["size"][tile],
+            "offset": layout["offsets"][tile],
+            "region": cell,
+        }
+        output_box = tuple(to_output(edge, i % 2) for i, edge in enumerate(cell))
+        blocks.append(
+            transforms.resample_tile(
+                group["image"], tile, source, placement, output_box, transforms.GREY
+            )
+        )
+    image = join_mosaic9_cells(blocks)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
