@@ -107,14 +107,23 @@ class Storage:
         if self._array is None:
             data = self._read()
             size = item_size(self.dtype_name)
-            # Read the elements as unsigned integers of the file's byte order,
-            # bring them to this machine's order, then reinterpret.
+            # Read the elements as unsigned integers of the file's byte order
+            # and reinterpret them in this machine's order. Each step below
+            # copies at most once, so the peak is the record plus one array.
             raw = np.frombuffer(data, dtype=np.dtype(f"{self._byteorder}u{size}"))
-            native = raw.astype(np.dtype(f"=u{size}"))
+            if raw.dtype.isnative:
+                values = raw.view(_numpy_dtype(self.dtype_name))
+            else:
+                values = raw.astype(raw.dtype.newbyteorder("=")).view(
+                    _numpy_dtype(self.dtype_name)
+                )
+            if values.dtype != np.float32 and (
+                values.dtype.kind == "f" or self.dtype_name == "bfloat16"
+            ):
+                values = values.astype(np.float32)
+            elif not values.flags.writeable:
+                values = values.copy()  # own, writable memory, not the record's bytes
             del data, raw
-            values = native.view(_numpy_dtype(self.dtype_name))
-            if values.dtype.kind == "f" or self.dtype_name == "bfloat16":
-                values = values.astype(np.float32, copy=False)
             self._array = values
             self._read = None
         return self._array
