@@ -94,7 +94,8 @@ def test_byte_order_record_is_honoured(byteorder, tmp_path):
     order = "<" if byteorder == "little" else ">"
     state, records = {}, []
     for key, (storage_type, array) in enumerate(values.values()):
-        state[list(values)[key]] = _Tensor(_Storage(str(key), storage_type, array.size), array.shape)
+        storage = _Storage(str(key), storage_type, array.size)
+        state[list(values)[key]] = _Tensor(storage, array.shape)
         records.append((f"c/data/{key}", array.astype(array.dtype.newbyteorder(order)).tobytes()))
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=2).dump({"model": state})
@@ -122,7 +123,9 @@ def test_reading_needs_neither_torch_nor_keras(fixtures_dir):
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
         "print(c.branch, len(c.state_dict))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["paper", "528"]
 

@@ -1,4 +1,4 @@
-"""Hostile checkpoint files: `yolor convert` refuses them quickly, in bounded memory, touching nothing.
+"""Hostile checkpoints: `yolor convert` refuses them fast, in bounded memory, touching nothing.
 
 Each attack is built here from scratch, the way an attacker would: with
 torch itself (`torch.jit.script`, `torch.save` of crafted tensors and modules)
@@ -469,11 +469,14 @@ def test_sizes_a_file_claims_are_bounded_before_the_model_is_built(
 def previous_output(fixtures_dir, tmp_path_factory):
     """The bytes of a converted model that loads back with the converted weights."""
     out = tmp_path_factory.mktemp("previous") / "model.keras"
-    model = convert_checkpoint(fixtures_dir / "tiny_yolor_p6_paper.pt", "yolor_p6_paper", out_path=out)
+    source = fixtures_dir / "tiny_yolor_p6_paper.pt"
+    model = convert_checkpoint(source, "yolor_p6_paper", out_path=out)
     restored = keras.saving.load_model(out)
     assert len(restored.weights) == len(model.weights)
     for expected, got in zip(model.weights, restored.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected)
+        )
     return out.read_bytes()
 
 

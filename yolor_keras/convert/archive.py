@@ -154,7 +154,9 @@ class Archive:
         try:
             self._zip = zipfile.ZipFile(self._file)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as error:
-            raise Refused(f"is not a PyTorch checkpoint (a damaged zip archive: {error}).") from None
+            raise Refused(
+                f"is not a PyTorch checkpoint (a damaged zip archive: {error})."
+            ) from None
         infos = self._zip.infolist()
         if not infos or len(infos) > MAX_RECORDS:
             raise Refused(f"is a zip archive of {len(infos)} records, not a torch.save checkpoint.")
@@ -220,7 +222,7 @@ class Archive:
         return _Unpickler(io.BytesIO(data), self).load()
 
     def storage(self, pid):
-        """The `tensors.Storage` a persistent id ``('storage', type, key, location, numel)`` names."""
+        """The `tensors.Storage` named by ``('storage', type, key, location, numel)``."""
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise Refused("refers to a persistent object that is not a storage.")
         _, kind, key, _, numel = pid

@@ -209,7 +209,9 @@ def _read(path, opened):
         yaml = _plain_yaml(yaml) if branch == "paper" else None
         epsilons = tuple(sorted(found))
     else:
-        keys = sorted(k for k in content if isinstance(k, str))[:10] if isinstance(content, dict) else None
+        keys = None
+        if isinstance(content, dict):
+            keys = sorted(k for k in content if isinstance(k, str))[:10]
         raise Refused(
             "is not a YOLOR checkpoint: expected a dict with a 'model' entry (a "
             f"state_dict or a pickled model), got {type(content).__name__}"
@@ -221,7 +223,9 @@ def _read(path, opened):
     arrays = {}
     for name, value in state.items():
         if not isinstance(value, tensors.Tensor):
-            raise Refused(f"has entry '{name:.200}' that is a {type(value).__name__}, not a tensor.")
+            raise Refused(
+                f"has entry '{name:.200}' that is a {type(value).__name__}, not a tensor."
+            )
         arrays[name] = value.numpy(name)
     return OfficialCheckpoint(
         path=path,

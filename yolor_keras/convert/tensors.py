@@ -165,7 +165,7 @@ def _dims(value, what):
     if not isinstance(value, (tuple, list)) or len(value) > MAX_DIMENSIONS:
         raise Refused(f"has a tensor whose {what} is not a list of at most 64 numbers.")
     if not all(type(dim) is int and dim >= 0 for dim in value):
-        raise Refused(f"has a tensor whose {what} holds something other than counts: {value!r:.200}.")
+        raise Refused(f"has a tensor whose {what} is not made of counts: {value!r:.200}.")
     return tuple(value)
 
 
