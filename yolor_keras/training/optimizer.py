@@ -267,11 +267,27 @@ class YOLORSGD(keras.optimizers.Optimizer):
         updates = ops.cast(self.iterations + 1, dtype)
         return self.ema_decay * (1.0 - ops.exp(-updates / self.ema_ramp))
 
-    def _update_statistic_averages(self):
+    def _is_official_update_step(self):
+        batch = self._iterations
+        return ops.equal(batch % self.accumulation_at(batch), 0)
+
+    def _update_statistic_averages(self, active=None):
+        """One EMA step of the statistics; ``active`` (bool tensor) masks it.
+
+        A mask rather than a conditional, so that no tf.distribute
+        synchronisation point sits inside a branch.
+        """
         if not self.statistic_averages:
             return
         pairs = self.statistic_pairs()
         decay = self._ema_decay_now("float32")
+        if active is None:
+            active = ops.convert_to_tensor(True)
+
+        def averaged(average, statistic):
+            new = decay * average + (1.0 - decay) * ops.cast(statistic, average.dtype)
+            return ops.where(active, new, average)
+
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -281,7 +297,7 @@ class YOLORSGD(keras.optimizers.Optimizer):
                 for statistic, average in pairs:
                     distribution.extended.update(
                         average.value,
-                        lambda a, s: a.assign(decay * a + (1.0 - decay) * tf.cast(s, a.dtype)),
+                        lambda a, s: a.assign(averaged(a, s)),
                         args=(statistic.value,),
                         group=False,
                     )
@@ -291,55 +307,25 @@ class YOLORSGD(keras.optimizers.Optimizer):
             )
             return
         for statistic, average in pairs:
-            self.assign(average, decay * average + (1.0 - decay) * ops.cast(statistic, average.dtype))
+            self.assign(average, averaged(average, statistic))
 
     def _backend_apply_gradients(self, grads, trainable_variables):
         if not self.official_accumulation:
             super()._backend_apply_gradients(grads, trainable_variables)
-            if not self.gradient_accumulation_steps:
-                self._update_statistic_averages()
+            if self.gradient_accumulation_steps:
+                # Keras' fixed accumulation steps on (batch + 1) % A == 0.
+                steps = self.gradient_accumulation_steps
+                self._update_statistic_averages((self._iterations + 1) % steps == 0)
             else:
-                ops.cond(
-                    (self._iterations + 1) % self.gradient_accumulation_steps == 0,
-                    self._update_statistic_averages,
-                    lambda: None,
-                )
+                self._update_statistic_averages()
             return
-        batch = self._iterations
-        is_update_step = ops.equal(batch % self.accumulation_at(batch), 0)
-        accumulators = [
-            self._accumulated_gradients[self._get_variable_index(v)] for v in trainable_variables
-        ]
-        if self.steps_per_epoch:
-            # 0 on the first batch of an epoch: what was gathered is dropped.
-            keep = ops.not_equal(batch % self.steps_per_epoch, 0)
-        else:
-            keep = ops.convert_to_tensor(True)
-        scale = float(self.gradient_accumulation_steps)
-
-        def update():
-            # The loss is scaled for `A` batches per step (the nominal
-            # batch); the official step applies the plain sum of the batches
-            # gathered, so the sum is divided by `A`, whatever their number.
-            total = [
-                (g + ops.where(keep, a, ops.zeros_like(a))) / scale
-                for g, a in zip(grads, accumulators)
-            ]
-            total = self._clip_gradients(total)
-            self._apply_weight_decay(trainable_variables)
-            self._backend_update_step(total, trainable_variables, self.learning_rate)
-            self._backend_reset_gradient_accumulators()
-            self._update_statistic_averages()
-
-        def gather():
-            # accumulator <- keep * accumulator + g, through the backend's
-            # (distribution-aware) increment.
-            increments = [
-                g - ops.where(keep, ops.zeros_like(a), a) for g, a in zip(grads, accumulators)
-            ]
-            self._backend_increment_gradient_accumulators(increments, accumulators)
-
-        ops.cond(is_update_step, update, gather)
+        # The official rule. The per-variable work (gather or step) is chosen
+        # inside `update_step`, so the all-reduce and merge_call of
+        # tf.distribute run on every batch, outside any conditional (they
+        # cannot run inside one). The sum of the all-reduced gradients of
+        # the gathered batches is the all-reduce of their sum.
+        self._backend_update_step(grads, trainable_variables, self.learning_rate)
+        self._update_statistic_averages(self._is_official_update_step())
 
     def _decays(self, variable):
         return (
@@ -350,6 +336,33 @@ class YOLORSGD(keras.optimizers.Optimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
+        if not self.official_accumulation:
+            self._sgd_step(gradient, variable, learning_rate)
+            return
+        accumulator = self._accumulated_gradients[self._get_variable_index(variable)]
+        batch = self._iterations
+        if self.steps_per_epoch:
+            # The official loop zeroes the gradients before each epoch: what
+            # an epoch gathered without reaching a step is dropped.
+            keep = ops.not_equal(batch % self.steps_per_epoch, 0)
+        else:
+            keep = ops.convert_to_tensor(True)
+        gathered = ops.where(keep, accumulator, ops.zeros_like(accumulator))
+        gathered = gathered + ops.cast(gradient, accumulator.dtype)
+
+        def step():
+            # The loss is scaled for `A` batches per step (the nominal
+            # batch); the official step applies the plain sum of the batches
+            # gathered, so the sum is divided by `A`, whatever their number.
+            self._sgd_step(gathered / float(self.gradient_accumulation_steps), variable, learning_rate)
+            self.assign(accumulator, ops.zeros_like(accumulator))
+
+        def gather():
+            self.assign(accumulator, gathered)
+
+        ops.cond(self._is_official_update_step(), step, gather)
+
+    def _sgd_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         # `self.iterations` counts updates (it ignores accumulation batches);
         # the schedules are defined on batches, like the official `ni`.
