@@ -68,7 +68,7 @@ def test_paper_plan_lays_out_the_official_three_stages():
     assert len(plan) == len(OFFICIAL_PAPER_SCHEDULE)
     parser, _ = build_parser()
     for index, (stage, (script, epochs, hyp_file, weights)) in enumerate(zip(plan, OFFICIAL_PAPER_SCHEDULE)):
-        assert (stage.model, stage.image_size, stage.batch_size) == ("yolor_p6", 1280, 64)
+        assert (stage.model, stage.image_size, stage.batch_size) == ("yolor_p6_paper", 1280, 64)
         assert stage.epochs == epochs
         assert stage.stage == ("tune" if script == "tune.py" else "train")
         if weights:

@@ -135,7 +135,14 @@ def prepare_run_directory(out_dir, resume=False, exist_ok=False):
 
 def _copy_optimizer_state(source, target, where):
     """Copies every optimizer variable of ``source`` onto ``target``'s (same model)."""
-    source_variables = {variable.path: variable for variable in source.variables}
+    source_paths = [variable.path for variable in source.variables]
+    if source_paths == [variable.path for variable in target.variables]:
+        for origin, variable in zip(source.variables, target.variables):
+            variable.assign(origin)
+        return
+    if len(set(source_paths)) != len(source_paths):
+        raise CheckpointError(f"{where}: the checkpoint's optimizer variables cannot be matched by name.")
+    source_variables = dict(zip(source_paths, source.variables))
     missing = []
     for variable in target.variables:
         origin = source_variables.get(variable.path)
@@ -284,9 +291,14 @@ def train(
     )
     recipe = stage_recipe(recipe, stage)
     settings = recipe.train
-    prepare_run_directory(out_dir, resume=resume, exist_ok=exist_ok)
     if continue_from is not None:
         continue_folder = resolve_checkpoint(continue_from)
+        inside = os.path.commonpath([os.path.abspath(continue_folder), os.path.abspath(out_dir)])
+        if inside == os.path.abspath(out_dir):
+            raise RunDirectoryError(
+                f"--continue-from {continue_from} lies inside --out {out_dir}; continue into a new directory."
+            )
+    prepare_run_directory(out_dir, resume=resume, exist_ok=exist_ok)
     if settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = select_strategy(strategy)
@@ -419,7 +431,13 @@ def train(
     history.set_model(task)
     history.epoch, history.history = [], {}
     for epoch in range(initial_epoch, settings.epochs):
-        dataset = first_dataset if epoch == initial_epoch else epoch_dataset(epoch)[0]
+        if first_dataset is not None:
+            dataset, first_dataset = first_dataset, None
+        else:
+            # The previous epoch's pipeline (and its image cache) is released
+            # before this one is built.
+            dataset = None
+            dataset = epoch_dataset(epoch)[0]
         if steps_per_epoch is not None:
             dataset = dataset.take(steps)
         epoch_history = task.fit(
