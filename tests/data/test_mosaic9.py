@@ -265,7 +265,10 @@ def test_the_window_corner_is_drawn_in_the_official_range():
     recipe = AugmentationRecipe(mosaic_tiles=9)
     sample = tf.function(lambda seed: augment.sample_geometry(seed, recipe, 640))
     crops = np.array(
-        [sample(tf.constant([seed, 1], tf.int64))["crop"].numpy() for seed in range(200)]
+        [
+            sample(tf.constant([seed, 1], tf.int64))["crop"].numpy()
+            for seed in range(200)
+        ]
     )
     # int(U(0, S)) for x and y, as official.
     assert crops.min() >= 0 and crops.max() < 640
@@ -298,7 +301,9 @@ def make_group(encode, plain_image, shapes, resize, with_boxes=True):
         x1, y1, x2, y2 = width // 8, height // 8, width * 7 // 8, height * 7 // 8
         color = tuple(int(c) for c in COLORS[klass])
         array = plain_image(height, width, (BACKGROUND,) * 3, [(x1, y1, x2, y2, color)])
-        boxes = np.array([[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32)
+        boxes = np.array(
+            [[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32
+        )
         classes = np.array([klass], np.int32)
         if not with_boxes:
             boxes, classes = boxes[:0], classes[:0]
@@ -418,7 +423,11 @@ def not_uniform(image):
     padded = np.pad(image, [[1, 1], [1, 1], [0, 0]], mode="edge")
     height, width = image.shape[:2]
     around = np.stack(
-        [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+        [
+            padded[dy : dy + height, dx : dx + width]
+            for dy in range(3)
+            for dx in range(3)
+        ]
     )
     return (around.max(axis=0) - around.min(axis=0)).max(axis=-1) > 1.0
 
@@ -448,7 +457,9 @@ def test_mosaic9_letterbox_uses_the_first_image_only(encode, plain_image):
     group = make_group(encode, plain_image, SHAPES, resize=False)
     compared, covered, most = check_boxes_follow_pixels(group, recipe, range(3))
     assert compared >= 2 and covered == 3 and most == 1
-    _, labels = augment.augment_group(group, tf.constant([0, 1], tf.int64), recipe, S, 16)
+    _, labels = augment.augment_group(
+        group, tf.constant([0, 1], tf.int64), recipe, S, 16
+    )
     assert set(labels["classes"].numpy()) == {0, -1}
 
 
@@ -481,7 +492,9 @@ def test_mosaic9_mixup_blends_two_9_mosaics_and_keeps_both_box_sets(
 def test_mosaic9_images_without_boxes_survive(encode, plain_image):
     recipe = AugmentationRecipe(mosaic_tiles=9, mixup=1.0, degrees=5.0)
     group = make_group(encode, plain_image, SHAPES * 2, resize=True, with_boxes=False)
-    image, labels = augment.augment_group(group, tf.constant([5, 5], tf.int64), recipe, S, 8)
+    image, labels = augment.augment_group(
+        group, tf.constant([5, 5], tf.int64), recipe, S, 8
+    )
     assert np.isfinite(image.numpy()).all()
     np.testing.assert_array_equal(labels["classes"].numpy(), [-1] * 8)
 

@@ -50,7 +50,8 @@ class AugmentationRecipe:
     def __post_init__(self):
         # A count, not a strength: checked on its own, before the numbers.
         tiles = self.mosaic_tiles
-        if isinstance(tiles, bool) or not isinstance(tiles, int) or tiles not in (4, 9):
+        # Exactly the int 4 or 9: 9.0 would later slice and count as a float.
+        if type(tiles) is not int or tiles not in (4, 9):
             raise ValueError(
                 f"Augmentation recipe field 'mosaic_tiles' must be 4 or 9 "
                 f"(images per mosaic), got {tiles!r}."
