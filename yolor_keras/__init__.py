@@ -17,8 +17,30 @@ __version__ = "0.1.0"
 _SERIALIZABLE_SUBPACKAGES = ("layers", "losses", "models", "tasks")
 
 
-def register_serializable_classes(*_):
-    """Imports the subpackages whose classes `.keras` files refer to."""
+def _importing_own_module(except_for=None):
+    """Whether one of this package's modules is being imported right now.
+
+    Registration imports every serializable subpackage; doing that while one
+    of them is half-initialised (Keras was imported from inside it) would
+    import its dependants too early.
+    """
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(f"{__name__}.") or name == except_for:
+            continue
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return True
+    return False
+
+
+def register_serializable_classes(*_, finished=None):
+    """Imports the subpackages whose classes `.keras` files refer to.
+
+    Called when Keras is imported and at the end of each serializable
+    subpackage (``finished`` names it), it does its work once no other module
+    of the package is still being imported, and only after Keras is loaded.
+    """
+    if "keras" not in sys.modules or _importing_own_module(except_for=finished):
+        return
     for name in _SERIALIZABLE_SUBPACKAGES:
         importlib.import_module(f"{__name__}.{name}")
 

@@ -40,3 +40,8 @@ __all__ = [
     "read_yolo_data_yaml",
     "read_yolo_txt",
 ]
+
+# Keras is loaded by now; make sure `.keras` files can find every class.
+from yolor_keras import register_serializable_classes  # noqa: E402
+
+register_serializable_classes(finished=__name__)

@@ -17,3 +17,8 @@ __all__ = [
     "read_image",
     "scale_boxes_to_original",
 ]
+
+# Keras is loaded by now; make sure `.keras` files can find every class.
+from yolor_keras import register_serializable_classes  # noqa: E402
+
+register_serializable_classes(finished=__name__)

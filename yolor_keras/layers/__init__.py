@@ -17,3 +17,8 @@ __all__ = [
     "fold_batchnorm",
     "fold_implicit_conv1x1",
 ]
+
+# Loading a `.keras` file may need the other subpackages' classes too.
+from yolor_keras import register_serializable_classes  # noqa: E402
+
+register_serializable_classes(finished=__name__)

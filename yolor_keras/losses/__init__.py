@@ -19,3 +19,8 @@ __all__ = [
     "complete_iou",
     "scatter_last_write",
 ]
+
+# Loading a `.keras` file may need the other subpackages' classes too.
+from yolor_keras import register_serializable_classes  # noqa: E402
+
+register_serializable_classes(finished=__name__)

@@ -33,3 +33,8 @@ __all__ = [
     "make_plan",
     "module_path",
 ]
+
+# Loading a `.keras` file may need the other subpackages' classes too.
+from yolor_keras import register_serializable_classes  # noqa: E402
+
+register_serializable_classes(finished=__name__)
