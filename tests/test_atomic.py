@@ -247,8 +247,13 @@ def test_replaced_folder_never_disappears(tmp_path, monkeypatch):
         if not os.path.exists(target):
             gaps.append((source, destination))
 
+    def write(folder):
+        # Readers still get the complete old version while the new one is written.
+        assert tree(target) == {"saved_model.pb": OLD}
+        write_tree({"saved_model.pb": NEW})(folder)
+
     monkeypatch.setattr(atomic.os, "replace", watched_replace)
-    write_directory_atomically(target, write_tree({"saved_model.pb": NEW}))
+    write_directory_atomically(target, write)
     assert gaps == []
     assert tree(target) == {"saved_model.pb": NEW}
     assert os.listdir(tmp_path) == ["3"]
