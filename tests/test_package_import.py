@@ -52,3 +52,20 @@ def test_classes_register_whichever_is_imported_first(tmp_path):
             tmp_path,
         )
         assert "ImplicitAdd" in out and "ImplicitMultiply" in out, (first, out)
+
+
+def test_any_subpackage_imports_first_and_registers_every_class(tmp_path):
+    # Keras is first imported from inside these subpackages; registration must
+    # wait until they are complete instead of importing their dependants early.
+    for subpackage in ("models", "layers", "tasks", "losses", "training", "data", "export"):
+        out = _run(
+            f"""
+            import yolor_keras.{subpackage}
+            import keras
+            names = keras.saving.get_custom_objects()
+            print(all(f"yolor_keras>{{name}}" in names
+                      for name in ("ImplicitAdd", "YOLORDetector", "YOLORObjectDetector")))
+            """,
+            tmp_path,
+        )
+        assert out.split()[-1] == "True", (subpackage, out)
