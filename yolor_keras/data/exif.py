@@ -17,10 +17,10 @@ other formats decode as stored.
 import tensorflow as tf
 
 ORIENTATION_TAG = 0x0112
-# Markers walked before giving up: Exif is APP1, normally the first or second
-# segment; a file with more than this many segments before it is not a
-# camera file, and decoding it as stored is the safe answer.
-_MAX_SEGMENTS = 32
+# The Exif segment must start within this many bytes of the file. Cameras
+# and editors write it first or right after the 18-byte JFIF segment; a
+# file with 64 KiB of other headers before it decodes as stored.
+HEADER_WINDOW = 64 * 1024
 # IFD0 entries looked at. IFD0 is sorted by tag and Orientation (0x0112) is
 # among the first dozen (after ImageWidth, Make, Model, ...).
 _MAX_ENTRIES = 128
@@ -84,6 +84,13 @@ def _tiff_orientation(tiff):
 def exif_orientation(encoded):
     """Reads the EXIF Orientation (1..8) of an encoded image, as graph ops.
 
+    The Exif segment is found by its signature (an APP1 marker, a length,
+    then "Exif\\0\\0") in the first `HEADER_WINDOW` bytes, in one
+    vectorised pass instead of a marker-by-marker loop: a loop of small ops
+    per image cost more than the rest of the decode. The signature cannot
+    occur in entropy-coded data (0xFF is always followed by 0x00 or a
+    restart marker there), and the TIFF header after it is checked too.
+
     Args:
         encoded: scalar tf.string, the encoded image.
 
@@ -93,49 +100,26 @@ def exif_orientation(encoded):
     """
     encoded = tf.convert_to_tensor(encoded, tf.string)
     size = tf.strings.length(encoded)
-    soi = _bytes_at(encoded, size, 0, 2)
-    is_jpeg = tf.reduce_all(tf.equal(soi, [0xFF, 0xD8]))
-    exif_header = tf.constant(list(_EXIF_HEADER), tf.int64)
-
-    def keep_walking(position, segment_start, segment_length, steps):
-        return (segment_start < 0) & (steps < _MAX_SEGMENTS) & (position + 4 <= size)
-
-    def next_segment(position, segment_start, segment_length, steps):
-        head = _bytes_at(encoded, size, position, 4 + len(_EXIF_HEADER))
-        marker = head[1]
-        length = tf.cast(head[2] * 256 + head[3], tf.int32)
-        # Start of scan (0xDA) or end of image (0xD9): no more headers. A byte
-        # that is not a marker means the walk lost its way: stop as well.
-        stop = (
-            tf.not_equal(head[0], 0xFF)
-            | tf.equal(marker, 0xDA)
-            | tf.equal(marker, 0xD9)
-            | (length < 2)
-        )
-        found = (
-            ~stop
-            & tf.equal(marker, 0xE1)
-            & (length >= 2 + len(_EXIF_HEADER))
-            & tf.reduce_all(tf.equal(head[4:], exif_header))
-        )
-        body = position + 4 + len(_EXIF_HEADER)
-        segment_start = tf.where(found, body, segment_start)
-        segment_length = tf.where(found, length - 2 - len(_EXIF_HEADER), segment_length)
-        position = tf.where(stop | found, size, position + 2 + length)
-        return position, segment_start, segment_length, steps + 1
-
-    start = tf.where(is_jpeg, 2, size)
-    _, segment_start, segment_length, _ = tf.while_loop(
-        keep_walking,
-        next_segment,
-        (start, tf.constant(-1), tf.constant(0), tf.constant(0)),
+    head = tf.io.decode_raw(
+        tf.strings.substr(encoded, 0, HEADER_WINDOW), tf.uint8, fixed_length=HEADER_WINDOW
     )
-
-    def from_segment():
-        begin = tf.minimum(segment_start, size)
-        return _tiff_orientation(tf.strings.substr(encoded, begin, segment_length))
-
-    return tf.cond(segment_start >= 0, from_segment, lambda: tf.constant(1))
+    signature = [0xFF, 0xE1, None, None] + list(_EXIF_HEADER)
+    span = HEADER_WINDOW - len(signature) + 1
+    match = tf.logical_and(tf.equal(head[0], 0xFF), tf.equal(head[1], 0xD8))  # SOI
+    found = tf.ones([span], tf.bool)
+    for offset, value in enumerate(signature):
+        if value is not None:
+            found &= tf.equal(head[offset : offset + span], value)
+    position = tf.argmax(tf.cast(found, tf.int32), output_type=tf.int32)
+    match &= tf.reduce_any(found)
+    length = tf.cast(head[position + 2], tf.int32) * 256 + tf.cast(head[position + 3], tf.int32)
+    body = tf.minimum(position + 4 + len(_EXIF_HEADER), size)
+    tiff_length = tf.maximum(length - 2 - len(_EXIF_HEADER), 0)
+    return tf.cond(
+        match,
+        lambda: _tiff_orientation(tf.strings.substr(encoded, body, tiff_length)),
+        lambda: tf.constant(1),
+    )
 
 
 def apply_orientation(image, orientation):
@@ -198,18 +182,28 @@ def displayed_size(encoded, stored_height, stored_width):
     )
 
 
-@tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
-def _orientation_of_bytes(data):
-    return exif_orientation(data)
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+def _orientations_of_batch(data):
+    return tf.map_fn(exif_orientation, data, fn_output_signature=tf.int32)
+
+
+def orientations_of(datas, batch_size=256):
+    """EXIF orientations (1..8) of many encoded images, as Python ints.
+
+    Index-time counterpart of `exif_orientation` (the same graph ops, traced
+    once), for readers that need displayed sizes without decoding. Batched,
+    as one call per image would cost more than the parsing.
+    """
+    result = []
+    for start in range(0, len(datas), batch_size):
+        batch = tf.constant(list(datas[start : start + batch_size]), tf.string)
+        result += [int(value) for value in _orientations_of_batch(batch).numpy()]
+    return result
 
 
 def orientation_of(data):
-    """The EXIF orientation (1..8) of encoded bytes, as a Python int.
-
-    Index-time counterpart of `exif_orientation` (the same graph ops, traced
-    once), for readers that need the displayed size without decoding.
-    """
-    return int(_orientation_of_bytes(tf.constant(data, tf.string)))
+    """The EXIF orientation (1..8) of one encoded image, as a Python int."""
+    return orientations_of([data])[0]
 
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)

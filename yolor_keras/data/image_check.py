@@ -34,13 +34,14 @@ class ImageProbe:
     mode: str = ""
     problem: str = None
     data: bytes = None
+    exif_head: bytes = dataclasses.field(default=None, repr=False)
 
     @property
     def needs_rgb_conversion(self):
         return self.problem is None and self.mode not in ("RGB", "")
 
 
-def probe_image(source, decode=False):
+def probe_image(source, decode=False, defer_orientation=False):
     """Checks that an image can be decoded, without decoding it by default.
 
     The header is read with Pillow (size, mode, format). JPEG and PNG files
@@ -53,6 +54,10 @@ def probe_image(source, decode=False):
         decode: also decode the whole image with TensorFlow, which catches
             corrupt data inside a well-formed file at the cost of a full
             decode (a few ms per image).
+        defer_orientation: leave a JPEG's EXIF orientation to a later
+            `resolve_orientations` call over many probes at once (one
+            TensorFlow call for all instead of one each); until then the
+            probe's size is the stored one.
 
     Returns:
         An `ImageProbe`.
@@ -77,15 +82,12 @@ def probe_image(source, decode=False):
             mode, image_format = image.mode, image.format
     except Exception:  # Pillow raises many types for bad files
         return ImageProbe(problem=reasons.UNREADABLE_IMAGE)
-    if image_format == "JPEG" and not decode:
-        # Sizes are those of the displayed image (EXIF orientation applied),
-        # as the pipeline decodes it and as annotation tools show it. A full
-        # decode below measures them directly.
-        from yolor_keras.data.exif import orientation_of  # deferred: needs TF
-
-        if orientation_of(data) >= 5:
-            width, height = height, width
     probe = ImageProbe(width=width, height=height, mode=mode)
+    if image_format == "JPEG":
+        # Sizes are those of the displayed image (EXIF orientation applied),
+        # as the pipeline decodes it and as annotation tools show it; they
+        # are turned once the orientation is read (see the end).
+        probe.exif_head = _exif_head(data)
     if min(width, height) < MIN_IMAGE_SIDE:
         probe.problem = reasons.TINY_IMAGE
         return probe
@@ -105,15 +107,39 @@ def probe_image(source, decode=False):
             probe.problem = reasons.UNREADABLE_IMAGE
             return probe
         data = probe.data
-    if decode:
-        shape = _tf_decoded_shape(data)
-        # The decoder applies the EXIF orientation: the displayed image is
-        # the stored one, possibly turned a quarter.
-        if shape not in ((height, width), (width, height)):
-            probe.problem = reasons.UNREADABLE_IMAGE
-        else:
-            probe.height, probe.width = shape
+    if decode and not _tf_decodes(data, width, height):
+        probe.problem = reasons.UNREADABLE_IMAGE
+    if not defer_orientation:
+        resolve_orientations([probe])
     return probe
+
+
+def _exif_head(data):
+    """The bytes the orientation parser can read, or None without an Exif
+    segment signature (the parser then reads orientation 1 anyway)."""
+    from yolor_keras.data.exif import HEADER_WINDOW
+
+    if b"Exif\x00\x00" not in data[: HEADER_WINDOW]:
+        return None
+    # The segment starts within the window and is at most 64 KiB long.
+    return data[: 2 * HEADER_WINDOW + 16]
+
+
+def resolve_orientations(probes):
+    """Applies the EXIF orientation of probes made with `defer_orientation`.
+
+    Swaps width and height of the quarter-turned ones, in one batched call
+    of the pipeline decoder's own parser (`exif.exif_orientations`).
+    """
+    waiting = [probe for probe in probes if probe.exif_head is not None]
+    if not waiting:
+        return
+    from yolor_keras.data.exif import orientations_of  # deferred: needs TF
+
+    for probe, orientation in zip(waiting, orientations_of([p.exif_head for p in waiting])):
+        probe.exif_head = None
+        if orientation >= 5:
+            probe.width, probe.height = probe.height, probe.width
 
 
 def _reencode_as_png(data):
@@ -126,14 +152,16 @@ def _reencode_as_png(data):
     return buffer.getvalue()
 
 
-def _tf_decoded_shape(data):
-    """(height, width) decoded by the pipeline's decoder, None if it fails."""
-    import tensorflow as tf  # deferred: probing non-JPEG headers needs no TensorFlow
+def _tf_decodes(data, width, height):
+    """Whether TensorFlow decodes the stored pixels at the header's size.
 
-    from yolor_keras.data.exif import decode_image_eagerly
+    The pipeline's decoder is this decode followed by the EXIF turn, which
+    cannot fail; so checking the plain decode is enough, and cheaper.
+    """
+    import tensorflow as tf  # deferred: probing headers needs no TensorFlow
 
     try:
-        decoded = decode_image_eagerly(data)
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        return None
-    return tuple(int(side) for side in decoded.shape[:2])
+        return False
+    return tuple(decoded.shape[:2]) == (height, width)

@@ -325,24 +325,27 @@ def _fill_cache(dataset, num_samples, verbose):
             progress.update(count)
 
 
-# A valid 1 x 1 PNG: the stand-in a failed decode is replaced by, so that the
-# failure travels down the pipeline as a flagged element with the same
-# structure as a good one (tf.data cannot catch an error any other way than
-# by dropping the element silently).
+# A valid 1 x 1 PNG: the image of the end-of-pass marker element.
 _STAND_IN_IMAGE = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02"
     b"\x00\x00\x00\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe"
     b"\x02\xfe\r\xefF\xb8\x00\x00\x00\x00IEND\xaeB`\x82"
 )
+_END_OF_PASS = -1  # the image id of the marker element
 
 
 class DecodeFailures:
     """Counts, in the source's report, the images the pipeline could not decode.
 
-    Each failing image is counted once (training repeats images), as a
-    skipped image under `report.UNDECODABLE_IN_PIPELINE`, and the report's
-    usable count goes down by one, so the summary and `info.report` say how
-    many images the epochs and evaluations really ran on.
+    tf.data can only drop an element whose map fails (`ignore_errors`), and
+    says nothing about which. So each element's position in the stream is
+    noted before decoding and again after it; as the order is kept, a
+    position that never came out before a later one did is a failed decode.
+    A marker element closes each pass, so a failure at the very end is
+    found too. Each failing image is counted once (training repeats images),
+    as a skipped image under `report.UNDECODABLE_IN_PIPELINE`, and the
+    report's usable count goes down by one, so the summary says how many
+    images the epochs and evaluations really ran on.
 
     Args:
         source: the `DetectionSource` whose report is updated.
@@ -355,6 +358,7 @@ class DecodeFailures:
         self._names = {}
         for sample in getattr(source, "samples", ()):
             self._names[int(sample.image_id)] = sample.name
+        self._pending = {}  # position -> image id, decoding or failed
         self._failed = set()
         self._lock = threading.Lock()
 
@@ -363,17 +367,30 @@ class DecodeFailures:
         """The ids of the images that failed to decode so far."""
         return frozenset(self._failed)
 
-    def record(self, image_id):
-        image_id = int(image_id)
+    def started(self, position, image_id):
+        with self._lock:
+            self._pending[int(position)] = int(image_id)
+        return position
+
+    def finished(self, position):
+        position = int(position)
+        with self._lock:
+            self._pending.pop(position, None)
+            earlier = [p for p in self._pending if p < position]
+            failed = [self._pending.pop(p) for p in earlier]
+        for image_id in failed:
+            self._record(image_id)
+        return True
+
+    def _record(self, image_id):
         with self._lock:
             if image_id in self._failed:
-                return False
+                return
             self._failed.add(image_id)
             name = self._names.get(image_id, f"image id {image_id}")
             self.report.skip(reasons.UNDECODABLE_IN_PIPELINE, name)
             self.report.num_usable = max(0, self.report.num_usable - 1)
         tf.get_logger().warning(f"{self.report.name}: skipped {name}: it failed to decode.")
-        return False
 
 
 def decode_skipping_failures(encoded, decode_sample, source):
@@ -381,10 +398,8 @@ def decode_skipping_failures(encoded, decode_sample, source):
 
     Sources decoded once at index time (`fully_verified`) cannot fail here
     and get a plain parallel map. For the others (`verify="header"`, tfds),
-    each element is decoded in its own one-element dataset whose error is
-    caught by `ignore_errors`; a stand-in then marks the failure, which is
-    counted in `source.report` (see `DecodeFailures`) and filtered out.
-    Order is kept.
+    an element whose decode fails is dropped (`ignore_errors`) and counted
+    in `source.report` (see `DecodeFailures`). Order is kept.
 
     Args:
         encoded: a dataset of encoded elements (see `DetectionSource`).
@@ -401,26 +416,33 @@ def decode_skipping_failures(encoded, decode_sample, source):
         failures = DecodeFailures(source)
         source.decode_failures = failures
 
-    def attempt(element):
-        decoded = tf.data.Dataset.from_tensors(element).map(
-            lambda e: (decode_sample(e), tf.constant(True), e["image_id"])
-        )
-        stand_in = dict(element, image=tf.constant(_STAND_IN_IMAGE), is_path=False)
-        fallback = tf.data.Dataset.from_tensors(stand_in).map(
-            lambda e: (decode_sample(e), tf.constant(False), element["image_id"])
-        )
-        return decoded.ignore_errors().concatenate(fallback).take(1)
-
-    def decoded_well(decoded, ok, image_id):
-        del decoded
-        return tf.cond(
-            ok,
-            lambda: tf.constant(True),
-            lambda: tf.py_function(failures.record, [image_id], tf.bool),
+    def end_marker(element):
+        return dict(
+            element,
+            image=tf.constant(_STAND_IN_IMAGE),
+            is_path=tf.constant(False),
+            image_id=tf.constant(_END_OF_PASS, tf.int64),
         )
 
-    # One element per inner dataset, so interleaving keeps the input order.
-    flagged = encoded.interleave(
-        attempt, cycle_length=8, num_parallel_calls=AUTOTUNE, deterministic=True
-    )
-    return flagged.filter(decoded_well).map(lambda decoded, ok, image_id: decoded)
+    # The marker copies the first record's structure (boxes and all).
+    marker = source.encoded_dataset(shuffle=False).take(1).map(end_marker)
+
+    def started(position, element):
+        position = tf.py_function(
+            failures.started, [position, element["image_id"]], tf.int64
+        )
+        return position, element
+
+    def decode_one(position, element):
+        return position, element["image_id"], decode_sample(element)
+
+    def finished(position, image_id, decoded):
+        return tf.py_function(failures.finished, [position], tf.bool) & (
+            image_id != _END_OF_PASS
+        )
+
+    # Through a map, both streams have the same element spec (a map turns
+    # rank-0 ragged components into plain tensors).
+    stream = encoded.map(dict).concatenate(marker).enumerate().map(started)
+    decoded = stream.map(decode_one, num_parallel_calls=AUTOTUNE).ignore_errors()
+    return decoded.filter(finished).map(lambda position, image_id, sample: sample)

@@ -16,8 +16,10 @@ from tqdm.auto import tqdm
 
 from yolor_keras.data import report as reasons
 from yolor_keras.data.image_check import probe_image
+from yolor_keras.data.image_check import resolve_orientations
 
 _CLIP_TOLERANCE_PX = 0.5  # rounding noise in annotations is not worth a count
+_PROBE_CHUNK = 512
 
 
 @dataclasses.dataclass
@@ -257,16 +259,22 @@ def probe_images(paths, report, decode=False, desc="Checking images"):
         A list of `ImageProbe`, one per path, in order.
     """
     workers = min(16, (os.cpu_count() or 1) * 4)  # mostly file I/O
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        probes = list(
-            tqdm(
-                pool.map(lambda path: probe_image(path, decode=decode), paths),
-                total=len(paths),
-                desc=desc,
-                disable=len(paths) < 1000,
-                leave=False,
+    probes = []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
+        total=len(paths), desc=desc, disable=len(paths) < 1000, leave=False
+    ) as progress:
+        # In chunks: probes of JPEGs with Exif hold up to 128 KiB of header
+        # until their orientations are read, in one batched call per chunk.
+        for start in range(0, len(paths), _PROBE_CHUNK):
+            chunk = list(
+                pool.map(
+                    lambda path: probe_image(path, decode=decode, defer_orientation=True),
+                    paths[start : start + _PROBE_CHUNK],
+                )
             )
-        )
+            resolve_orientations(chunk)
+            probes += chunk
+            progress.update(len(chunk))
     for path, probe in zip(paths, probes):
         name = os.path.basename(path)
         if probe.problem is not None:
