@@ -321,3 +321,29 @@ def test_evaluation_on_a_subset_says_so(tmp_path, capsys):
     assert "bad.jpg" in printed and reasons.BAD_FILE_NAME in printed
     assert evaluation_coverage(source, 4) == {"images_evaluated": 4, "images_in_split": 4}
     assert capsys.readouterr().out == ""
+
+
+class _ConstantDetector:
+    """A stand-in detector: one level, one anchor, one class, constant logits
+    (every cell predicts a 16 px box at score 0.5)."""
+
+    anchors = np.array([[[16.0, 16.0]]], np.float32)
+    strides = [32]
+
+    def __call__(self, images, training=False):
+        shape = tf.shape(images)
+        raw = tf.zeros(tf.stack([shape[0], shape[1] // 32, shape[2] // 32, 1, 6]))
+        return [tf.ensure_shape(raw, [None, None, None, 1, 6])]
+
+
+def test_evaluate_detector_reports_images_evaluated_and_in_split(tmp_path, capsys):
+    from yolor_keras.evaluation.evaluate_detector import evaluate_detector
+
+    files = dict(GOOD_FILES, **{"bad.jpg": _corrupt_jpeg()})
+    entries = GOOD_ENTRIES + [{"id": 3, "file_name": "bad.jpg", "width": 60, "height": 40}]
+    source = read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False)
+    dataset, info = build_dataset(source, image_size=64, batch_size=2, training=False, verbose=False)
+    metrics = evaluate_detector(_ConstantDetector(), dataset, info, verbose=False)
+    assert (metrics["images_evaluated"], metrics["images_in_split"]) == (2, 3)
+    assert "evaluated on 2 of the 3 images" in capsys.readouterr().out
+    assert 0.0 <= metrics["mAP50"] <= 1.0
