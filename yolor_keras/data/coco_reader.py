@@ -26,6 +26,18 @@ def read_coco_json(
     class indices in increasing id order; `RecordSet.category_ids` maps them
     back. Images without annotations are kept as background images.
 
+    Bad entries never stop indexing: an image entry without an integer id,
+    with a `file_name` that is not a string or that resolves outside
+    `image_dir` (`../x.jpg`, absolute paths, symlinks out), or with a
+    `width`/`height` that is not a positive number is a counted skip in the
+    report. Two entries with one id are an error (their boxes would merge).
+
+    `width`/`height` describe the displayed image, with a JPEG's EXIF
+    orientation applied (as annotation tools and pycocotools-era datasets
+    do); images are decoded that way too, so a phone photo stored turned a
+    quarter needs no repair. A real size mismatch rescales the boxes to the
+    file (counted as repaired).
+
     Args:
         annotation_file: path of the `instances_*.json` file.
         image_dir: the folder holding the images named by `file_name`. By

@@ -169,6 +169,8 @@ def build_dataset(
         image_dir: the image folder of a COCO JSON file.
         class_names: class names of a YOLO txt dataset.
         verify: "decode" or "header" index-time checks, see `read_coco_json`.
+            With "header" (and for tfds), an image that fails to decode in
+            the pipeline is skipped and counted in `info.report`.
         verbose: print the indexing summary and cache progress.
 
     Returns:
