@@ -69,3 +69,37 @@ def test_any_subpackage_imports_first_and_registers_every_class(tmp_path):
             tmp_path,
         )
         assert out.split()[-1] == "True", (subpackage, out)
+
+
+def test_every_registering_module_is_listed():
+    import pathlib
+
+    import yolor_keras
+
+    root = pathlib.Path(yolor_keras.__file__).parent
+    registering = {
+        ".".join(path.relative_to(root).with_suffix("").parts)
+        for path in root.rglob("*.py")
+        if "register_keras_serializable" in path.read_text(encoding="utf-8")
+    }
+    assert registering == set(yolor_keras.SERIALIZABLE_MODULES)
+
+
+def test_command_line_help_loads_neither_keras_nor_tensorflow(tmp_path):
+    out = _run(
+        """
+        import contextlib, io, sys
+        from yolor_keras import cli
+        for argv in (["--help"], ["convert", "--help"], ["train", "--help"],
+                     ["evaluate", "--help"], ["detect", "--help"], ["export", "--help"],
+                     ["serve", "--help"]):
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    cli.main(argv)
+                except SystemExit:
+                    pass
+        print("keras" in sys.modules, "tensorflow" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert out.split() == ["False", "False"]

@@ -10,10 +10,6 @@ def _multiplier(text):
 
 def add_parser(subparsers):
     """Adds the ``convert`` subcommand to the ``yolor`` command line."""
-    # Keras first: importing it registers the package's classes, which
-    # import yolor_keras.models themselves (see yolor_keras/__init__.py).
-    import keras  # noqa: F401
-
     from yolor_keras.models.yolor_presets import PRESETS
 
     parser = subparsers.add_parser(

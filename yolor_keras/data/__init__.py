@@ -5,43 +5,26 @@ Readers index a dataset into validated records (`read_coco_json`,
 turns any of them into batches of `(images, {"boxes", "classes"})`.
 """
 
-from yolor_keras.data.coco_reader import read_coco_json
-from yolor_keras.data.decode import letterbox_to_original
-from yolor_keras.data.multi_task import MultiTaskDatasetInfo
-from yolor_keras.data.multi_task import build_multi_task_dataset
-from yolor_keras.data.multi_task import read_identities
-from yolor_keras.data.pipeline import DatasetInfo
-from yolor_keras.data.pipeline import build_dataset
-from yolor_keras.data.pipeline import load_source
-from yolor_keras.data.recipe import AugmentationRecipe
-from yolor_keras.data.records import DetectionSource
-from yolor_keras.data.records import RecordSet
-from yolor_keras.data.records import Sample
-from yolor_keras.data.report import DataReport
-from yolor_keras.data.tfds_reader import TFDSSource
-from yolor_keras.data.yolo_reader import read_yolo_data_yaml
-from yolor_keras.data.yolo_reader import read_yolo_txt
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "AugmentationRecipe",
-    "DataReport",
-    "DatasetInfo",
-    "DetectionSource",
-    "MultiTaskDatasetInfo",
-    "RecordSet",
-    "Sample",
-    "TFDSSource",
-    "build_dataset",
-    "build_multi_task_dataset",
-    "letterbox_to_original",
-    "load_source",
-    "read_coco_json",
-    "read_identities",
-    "read_yolo_data_yaml",
-    "read_yolo_txt",
-]
+_EXPORTS = {
+    "AugmentationRecipe": "recipe",
+    "build_dataset": "pipeline",
+    "build_multi_task_dataset": "multi_task",
+    "DataReport": "report",
+    "DatasetInfo": "pipeline",
+    "DetectionSource": "records",
+    "letterbox_to_original": "decode",
+    "load_source": "pipeline",
+    "MultiTaskDatasetInfo": "multi_task",
+    "read_coco_json": "coco_reader",
+    "read_identities": "multi_task",
+    "read_yolo_data_yaml": "yolo_reader",
+    "read_yolo_txt": "yolo_reader",
+    "RecordSet": "records",
+    "Sample": "records",
+    "TFDSSource": "tfds_reader",
+}
 
-# Keras is loaded by now; make sure `.keras` files can find every class.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

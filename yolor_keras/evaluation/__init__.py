@@ -1,13 +1,13 @@
 """COCO evaluation: the evaluator and the official protocol's constants."""
 
-from yolor_keras.evaluation.coco_evaluator import COCOEvaluator
-from yolor_keras.evaluation.protocol import COCO_CATEGORY_IDS
-from yolor_keras.evaluation.protocol import COCO_EVAL_NMS
-from yolor_keras.evaluation.protocol import COCO_STAT_NAMES
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "COCO_CATEGORY_IDS",
-    "COCO_EVAL_NMS",
-    "COCO_STAT_NAMES",
-    "COCOEvaluator",
-]
+_EXPORTS = {
+    "COCO_CATEGORY_IDS": "protocol",
+    "COCO_EVAL_NMS": "protocol",
+    "COCO_STAT_NAMES": "protocol",
+    "COCOEvaluator": "coco_evaluator",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -1,24 +1,16 @@
 """Deployment of YOLOR detectors: fold, SavedModel, TFLite and ONNX."""
 
-from yolor_keras.export.file_predictors import LiteRTPredictor
-from yolor_keras.export.file_predictors import ONNXPredictor
-from yolor_keras.export.fold import fold
-from yolor_keras.export.litert import export_tflite
-from yolor_keras.export.onnx import export_onnx
-from yolor_keras.export.saved_model import export_saved_model
-from yolor_keras.export.saved_model import serving_directory
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "LiteRTPredictor",
-    "ONNXPredictor",
-    "export_onnx",
-    "export_saved_model",
-    "export_tflite",
-    "fold",
-    "serving_directory",
-]
+_EXPORTS = {
+    "export_onnx": "onnx",
+    "export_saved_model": "saved_model",
+    "export_tflite": "litert",
+    "fold": "fold",
+    "LiteRTPredictor": "file_predictors",
+    "ONNXPredictor": "file_predictors",
+    "serving_directory": "saved_model",
+}
 
-# Keras is loaded by now; make sure `.keras` files can find every class.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -1,24 +1,16 @@
 """Inference: letterbox, the end-to-end `Predictor`, NMS and letterbox mapping."""
 
-from yolor_keras.inference.letterbox import letterbox
-from yolor_keras.inference.postprocess import non_max_suppression
-from yolor_keras.inference.postprocess import scale_boxes_to_original
-from yolor_keras.inference.predictor import BasePredictor
-from yolor_keras.inference.predictor import Predictor
-from yolor_keras.inference.predictor import load_detector
-from yolor_keras.inference.predictor import read_image
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "BasePredictor",
-    "Predictor",
-    "letterbox",
-    "load_detector",
-    "non_max_suppression",
-    "read_image",
-    "scale_boxes_to_original",
-]
+_EXPORTS = {
+    "BasePredictor": "predictor",
+    "letterbox": "letterbox",
+    "load_detector": "predictor",
+    "non_max_suppression": "postprocess",
+    "Predictor": "predictor",
+    "read_image": "predictor",
+    "scale_boxes_to_original": "postprocess",
+}
 
-# Keras is loaded by now; make sure `.keras` files can find every class.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

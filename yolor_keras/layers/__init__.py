@@ -1,24 +1,16 @@
 """YOLOR's implicit-knowledge layers and their deploy-time folds."""
 
-from yolor_keras.layers.fold import fold_batchnorm
-from yolor_keras.layers.fold import fold_implicit_conv1x1
-from yolor_keras.layers.implicit_add import ImplicitAdd
-from yolor_keras.layers.implicit_concat import ImplicitConcat
-from yolor_keras.layers.implicit_knowledge import FORMS
-from yolor_keras.layers.implicit_knowledge import ImplicitKnowledge
-from yolor_keras.layers.implicit_multiply import ImplicitMultiply
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "FORMS",
-    "ImplicitAdd",
-    "ImplicitConcat",
-    "ImplicitKnowledge",
-    "ImplicitMultiply",
-    "fold_batchnorm",
-    "fold_implicit_conv1x1",
-]
+_EXPORTS = {
+    "fold_batchnorm": "fold",
+    "fold_implicit_conv1x1": "fold",
+    "FORMS": "implicit_knowledge",
+    "ImplicitAdd": "implicit_add",
+    "ImplicitConcat": "implicit_concat",
+    "ImplicitKnowledge": "implicit_knowledge",
+    "ImplicitMultiply": "implicit_multiply",
+}
 
-# Loading a `.keras` file may need the other subpackages' classes too.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

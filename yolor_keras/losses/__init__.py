@@ -1,26 +1,17 @@
 """YOLOR's training loss: target assignment, CIoU box loss, objectness and classes."""
 
-from yolor_keras.losses.complete_iou import complete_iou
-from yolor_keras.losses.multi_task import MultiLabelBinaryCrossentropy
-from yolor_keras.losses.multi_task import SupervisedContrastiveLoss
-from yolor_keras.losses.target_assignment import NEIGHBOR_RULES
-from yolor_keras.losses.target_assignment import assign_targets
-from yolor_keras.losses.target_assignment import scatter_last_write
-from yolor_keras.losses.yolor_loss import DEFAULT_BALANCE
-from yolor_keras.losses.yolor_loss import YOLORLoss
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = [
-    "DEFAULT_BALANCE",
-    "MultiLabelBinaryCrossentropy",
-    "NEIGHBOR_RULES",
-    "SupervisedContrastiveLoss",
-    "YOLORLoss",
-    "assign_targets",
-    "complete_iou",
-    "scatter_last_write",
-]
+_EXPORTS = {
+    "assign_targets": "target_assignment",
+    "complete_iou": "complete_iou",
+    "DEFAULT_BALANCE": "yolor_loss",
+    "MultiLabelBinaryCrossentropy": "multi_task",
+    "NEIGHBOR_RULES": "target_assignment",
+    "scatter_last_write": "target_assignment",
+    "SupervisedContrastiveLoss": "multi_task",
+    "YOLORLoss": "yolor_loss",
+}
 
-# Loading a `.keras` file may need the other subpackages' classes too.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

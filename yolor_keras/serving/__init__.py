@@ -4,7 +4,12 @@ The server (`yolor serve`, `yolor_keras.serving.server.serve`) needs the
 ``serve`` extra (KServe); it is imported lazily.
 """
 
-from yolor_keras.serving.client import Client
-from yolor_keras.serving.client import ServingError
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = ["Client", "ServingError"]
+_EXPORTS = {
+    "Client": "client",
+    "ServingError": "client",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

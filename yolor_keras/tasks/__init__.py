@@ -1,12 +1,12 @@
 """Tasks: trainable wrappers that own their losses (keras-hub style)."""
 
-from yolor_keras.tasks.multi_task_config import HEADS
-from yolor_keras.tasks.yolor_multi_task import YOLORMultiTask
-from yolor_keras.tasks.yolor_object_detector import YOLORObjectDetector
+from yolor_keras.lazy_exports import lazy_getattr
 
-__all__ = ["HEADS", "YOLORMultiTask", "YOLORObjectDetector"]
+_EXPORTS = {
+    "HEADS": "multi_task_config",
+    "YOLORMultiTask": "yolor_multi_task",
+    "YOLORObjectDetector": "yolor_object_detector",
+}
 
-# Loading a `.keras` file may need the other subpackages' classes too.
-from yolor_keras import register_serializable_classes  # noqa: E402
-
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -1,11 +1,13 @@
 """Training: the official optimizer, schedules, EMA, recipes and the fit loop."""
 
-from yolor_keras.training.optimizer import YOLORSGD
-from yolor_keras.training.optimizer import build_optimizer
-from yolor_keras.training.schedules import YOLORLearningRate
-from yolor_keras.training.schedules import YOLORMomentum
+from yolor_keras.lazy_exports import lazy_getattr
 
-# Keras is loaded by now; make sure `.keras` files can find every class.
-from yolor_keras import register_serializable_classes  # noqa: E402
+_EXPORTS = {
+    "build_optimizer": "optimizer",
+    "YOLORLearningRate": "schedules",
+    "YOLORMomentum": "schedules",
+    "YOLORSGD": "optimizer",
+}
 
-register_serializable_classes(finished=__name__)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
