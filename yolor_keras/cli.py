@@ -51,7 +51,15 @@ def main(argv=None):
     quiet_native_logs(verbose="--verbose" in argv)
     parser, modules = build_parser()
     args = parser.parse_args(argv)
-    return modules[args.command].run(args) or 0
+    try:
+        return modules[args.command].run(args) or 0
+    except (ValueError, OSError) as error:
+        # Bad input (files, datasets, options) is the user's to fix: one line
+        # naming it, not a traceback. --verbose keeps the traceback.
+        if args.verbose:
+            raise
+        print(f"yolor {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
