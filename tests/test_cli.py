@@ -5,12 +5,6 @@ import pytest
 from yolor_keras import cli
 
 
-@pytest.fixture(autouse=True)
-def _keep_the_test_processes_stderr(monkeypatch):
-    # The filter rewires file descriptor 2 for the life of a process.
-    monkeypatch.setattr(cli, "quiet_native_logs", lambda verbose=False: None)
-
-
 @pytest.mark.parametrize(
     "error",
     [ValueError("'data.json': duplicate image id 7"), FileNotFoundError("no such file: 'x.keras'")],
