@@ -22,11 +22,11 @@ from deployment_helper import tiny_detector
 
 from yolor_keras import atomic
 from yolor_keras.cli import main
-from yolor_keras.export import fold
 from yolor_keras.export import litert
 from yolor_keras.export import onnx as onnx_export
 from yolor_keras.export import saved_model
 from yolor_keras.export.detection_function import ExportCheckError
+from yolor_keras.export.fold import fold
 from yolor_keras.export.litert import load_interpreter
 from yolor_keras.export.litert import run_tflite
 
