@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.models import YOLORDetector
 
 

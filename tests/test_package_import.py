@@ -103,3 +103,19 @@ def test_command_line_help_loads_neither_keras_nor_tensorflow(tmp_path):
         tmp_path,
     )
     assert out.split() == ["False", "False"]
+
+
+def test_no_exported_name_is_also_a_submodule():
+    # A submodule import binds its name on the package, which would shadow a
+    # lazily exported function of the same name.
+    import importlib
+    import pathlib
+
+    import yolor_keras
+
+    root = pathlib.Path(yolor_keras.__file__).parent
+    for init in root.glob("*/__init__.py"):
+        package = importlib.import_module(f"yolor_keras.{init.parent.name}")
+        for name in getattr(package, "__all__", ()):
+            assert not (init.parent / f"{name}.py").exists(), f"{package.__name__}.{name}"
+            assert not (init.parent / name).is_dir(), f"{package.__name__}.{name}"

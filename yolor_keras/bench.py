@@ -3,7 +3,7 @@
 For each model it prints the parameter count, the GFLOPs at the input size
 (FLOP = 2 x multiply-accumulate, as the official figures), and the
 median batch-1 latency of the Keras model called through a compiled
-`tf.function`: unfolded, folded (`yolor_keras.export.fold`), and folded
+`tf.function`: unfolded, folded (`yolor_keras.export.folding`), and folded
 with XLA (``jit_compile=True``), each with the achieved GFLOP/s. All figures of one run come from the same process, so
 their ratios are meaningful on a noisy machine.
 

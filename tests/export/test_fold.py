@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.export.fold import fold
+from yolor_keras.export.folding import fold
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.layers import ImplicitMultiply

@@ -10,7 +10,7 @@ from deployment_helper import tiny_detector
 
 from yolor_keras.export import LiteRTPredictor
 from yolor_keras.export import export_tflite
-from yolor_keras.export.fold import fold
+from yolor_keras.export.folding import fold
 from yolor_keras.export.litert import check_tflite_size
 from yolor_keras.export.litert import load_interpreter
 from yolor_keras.export.litert import run_tflite
@@ -114,7 +114,7 @@ def test_quantize_and_paths_are_checked(detector, tmp_path):
 @pytest.mark.slow
 def test_float32_decoded_output_matches_keras_within_1e_4(detector, tmp_path):
     from yolor_keras.export.detection_function import detection_function
-    from yolor_keras.inference.letterbox import letterbox
+    from yolor_keras.inference.letterboxing import letterbox
 
     path = _export(detector, tmp_path, "none", nms=False)
     interpreter = load_interpreter(path)

@@ -24,7 +24,7 @@ from yolor_keras.export.multi_task import export_multi_task_saved_model
 from yolor_keras.export.multi_task import export_multi_task_tflite
 from yolor_keras.export.multi_task import fold_multi_task
 from yolor_keras.export.multi_task import multi_task_function
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.tasks import YOLORMultiTask

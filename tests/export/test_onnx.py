@@ -10,9 +10,9 @@ from yolor_keras.cli import main
 from yolor_keras.export import ONNXPredictor
 from yolor_keras.export import export_onnx
 from yolor_keras.export.detection_function import detection_function
-from yolor_keras.export.fold import fold
+from yolor_keras.export.folding import fold
 from yolor_keras.inference import Predictor
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import letterbox
 
 IMAGE_SIZE = 128
 

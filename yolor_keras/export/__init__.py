@@ -6,7 +6,7 @@ _EXPORTS = {
     "export_onnx": "onnx",
     "export_saved_model": "saved_model",
     "export_tflite": "litert",
-    "fold": "fold",
+    "fold": "folding",
     "LiteRTPredictor": "file_predictors",
     "ONNXPredictor": "file_predictors",
     "serving_directory": "saved_model",

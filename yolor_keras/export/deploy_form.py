@@ -5,7 +5,7 @@ def deploy_form(model):
     """Returns the deploy form of a detector, folding a copy when needed.
 
     BatchNorm and the implicit layers fold exactly into the convolutions
-    (`yolor_keras.export.fold`), so exports carry fewer ops and weights with
+    (`yolor_keras.export.folding`), so exports carry fewer ops and weights with
     the same outputs. The trained model itself is never modified.
 
     Args:
@@ -16,6 +16,6 @@ def deploy_form(model):
     """
     if getattr(model, "deploy", False):
         return model
-    from yolor_keras.export.fold import fold
+    from yolor_keras.export.folding import fold
 
     return fold(model)

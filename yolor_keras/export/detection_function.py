@@ -2,7 +2,7 @@
 
 Encoded-image decoding cannot live in a TFLite or ONNX graph, so these
 formats take the letterboxed float image (see
-`yolor_keras.inference.letterbox`) and return either the decoded
+`yolor_keras.inference.letterboxing`) and return either the decoded
 predictions, or, with NMS in the graph, padded detections in input pixels.
 """
 

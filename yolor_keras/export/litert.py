@@ -1,7 +1,7 @@
 """TFLite (LiteRT) export: float32, float16 or int8, NMS in the graph by default.
 
 The file takes one letterboxed image, float32 ``(1, S, S, 3)`` in [0, 1]
-(see `yolor_keras.inference.letterbox`), and its ``serve`` signature returns
+(see `yolor_keras.inference.letterboxing`), and its ``serve`` signature returns
 either ``boxes`` (``(1, max_det, 4)`` x1y1x2y2 in input pixels), ``scores``,
 ``classes`` and ``num_detections`` (NMS in the graph, built-in ops only, so
 the plain LiteRT runtime runs it), or, with ``nms=False``, ``predictions``
@@ -27,8 +27,8 @@ from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
 from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.detection_function import detection_function
-from yolor_keras.inference.letterbox import check_image_size
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import check_image_size
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.predictor import detector_geometry
 from yolor_keras.inference.predictor import read_image
 

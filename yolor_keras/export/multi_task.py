@@ -17,7 +17,7 @@ The SavedModel takes encoded images (its single ``serving_default``
 signature decodes and letterboxes each one, and maps boxes back to its
 pixels as ``detection_boxes`` [y1, x1, y2, x2], like
 `yolor_keras.export.export_saved_model`). TFLite and ONNX take the
-letterboxed float32 batch (`yolor_keras.inference.letterbox`); their boxes
+letterboxed float32 batch (`yolor_keras.inference.letterboxing`); their boxes
 are [x1, y1, x2, y2] in input pixels.
 """
 
@@ -44,8 +44,8 @@ from yolor_keras.export.onnx import _rename_outputs
 from yolor_keras.export.onnx import write_onnx
 from yolor_keras.export.saved_model import check_saved_model
 from yolor_keras.export.saved_model import write_metadata
-from yolor_keras.inference.letterbox import check_image_size
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import check_image_size
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.postprocess import non_max_suppression
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 from yolor_keras.layers import fold_batchnorm

@@ -1,7 +1,7 @@
 """ONNX export through tf2onnx: decoded predictions, or detections with NMS.
 
 The file's input ``images`` is the letterboxed float32 batch
-``(batch, S, S, 3)`` in [0, 1] (see `yolor_keras.inference.letterbox`;
+``(batch, S, S, 3)`` in [0, 1] (see `yolor_keras.inference.letterboxing`;
 JPEG decoding cannot be expressed in ONNX). Without NMS the output is
 ``predictions`` ``(batch, N, 5 + classes)``: ``[cx, cy, w, h]`` in input
 pixels and sigmoid objectness and class scores, as
@@ -25,7 +25,7 @@ from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import NMS_OUTPUTS
 from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.detection_function import detection_function
-from yolor_keras.inference.letterbox import check_image_size
+from yolor_keras.inference.letterboxing import check_image_size
 from yolor_keras.inference.predictor import detector_geometry
 
 INPUT_NAME = "images"

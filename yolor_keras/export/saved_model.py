@@ -40,7 +40,7 @@ from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from yolor_keras.export.image_header import check_encoded_image_size
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 from yolor_keras.inference.predictor import Predictor
 

@@ -4,7 +4,7 @@ from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "BasePredictor": "predictor",
-    "letterbox": "letterbox",
+    "letterbox": "letterboxing",
     "load_detector": "predictor",
     "non_max_suppression": "postprocess",
     "Predictor": "predictor",

@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from yolor_keras.data.exif import decode_image_eagerly
-from yolor_keras.inference.letterbox import check_image_size
-from yolor_keras.inference.letterbox import letterbox
+from yolor_keras.inference.letterboxing import check_image_size
+from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.postprocess import non_max_suppression
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 

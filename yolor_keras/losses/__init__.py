@@ -4,7 +4,7 @@ from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "assign_targets": "target_assignment",
-    "complete_iou": "complete_iou",
+    "complete_iou": "iou",
     "DEFAULT_BALANCE": "yolor_loss",
     "MultiLabelBinaryCrossentropy": "multi_task",
     "NEIGHBOR_RULES": "target_assignment",

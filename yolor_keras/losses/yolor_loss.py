@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from yolor_keras.losses.complete_iou import complete_iou
+from yolor_keras.losses.iou import complete_iou
 from yolor_keras.losses.target_assignment import NEIGHBOR_RULES
 from yolor_keras.losses.target_assignment import assign_targets
 from yolor_keras.losses.target_assignment import scatter_last_write

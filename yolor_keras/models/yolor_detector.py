@@ -32,7 +32,7 @@ class YOLORDetector(keras.Model):
         depth_multiplier: repeat multiplier (``max(round(n * d), 1)``).
         image_size: None (any valid size), an int or ``(height, width)``.
         deploy: build the deploy form: BatchNorm and implicit layers folded
-            into the convolutions. Use `yolor_keras.export.fold` to obtain
+            into the convolutions. Use `yolor_keras.export.folding` to obtain
             one with weights from a trained model.
         class_names: optional list of ``num_classes`` names, saved with the
             model so that predictions can be labelled after loading.
@@ -134,7 +134,7 @@ class YOLORDetector(keras.Model):
             A list of tuples naming layers: ``("conv_bn", conv, bn)``,
             ``("copy", conv)``, ``("bn_affine", bn)`` and
             ``("implicit_conv", conv, implicit_add, implicit_multiply)``.
-            `yolor_keras.export.fold` applies them.
+            `yolor_keras.export.folding` applies them.
         """
         plan = make_plan(
             self.architecture, self.num_classes, self.width_multiplier, self.depth_multiplier
