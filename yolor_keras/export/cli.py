@@ -53,6 +53,13 @@ def add_parser(subparsers):
     parser.add_argument("--multi-label", action="store_true", help="Keep every class above --conf.")
     parser.add_argument("--names", default=None, help="saved_model: class names file to store.")
     parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="saved_model: compute precision of the network (bf16: convolutions in bfloat16, "
+        "fast on AMX/AVX512-BF16 CPUs; inputs, outputs, decode and NMS stay float32).",
+    )
+    parser.add_argument(
         "--quantize", default="none", choices=("none", "fp16", "int8"), help="tflite: weight type."
     )
     parser.add_argument("--calibration", default=None, help="tflite int8: folder of images.")
@@ -91,6 +98,8 @@ def _export(args):
 
     if args.format != "tflite" and (args.quantize != "none" or args.calibration):
         raise ValueError("--quantize and --calibration apply to --format tflite only.")
+    if args.format != "saved_model" and args.precision != "fp32":
+        raise ValueError("--precision bf16 applies to --format saved_model only.")
     if args.format == "saved_model" and args.nms is False:
         raise ValueError("A SavedModel always includes NMS; --no-nms applies to tflite.")
     model = load_detector(args.model)
@@ -116,9 +125,13 @@ def _export(args):
             image_size=image_size,
             class_names=read_class_names(args.names) if args.names else None,
             overwrite=args.overwrite,
+            precision=args.precision,
             **nms_settings,
         )
-        print(f"SavedModel written to {export_dir} (signatures serving_default, predict_images).")
+        print(
+            f"SavedModel written to {export_dir} (signatures serving_default, predict_images; "
+            f"{args.precision})."
+        )
         return 0
 
     if args.format == "tflite":
