@@ -15,6 +15,7 @@ from yolor_keras.data.multi_task import build_multi_task_dataset
 from yolor_keras.tasks.multi_task_evaluation import evaluate_multi_task
 from yolor_keras.tasks.multi_task_recipe import MultiTaskRecipe
 from yolor_keras.tasks.multi_task_recipe import load_multi_task_recipe
+from yolor_keras.training.ema import average_batchnorm_statistics
 from yolor_keras.training.ema import ema_weights
 from yolor_keras.training.optimizer import build_optimizer
 
@@ -108,6 +109,8 @@ def train_multi_task(recipe, data_dir, epochs=None, evaluate=True, cache=True, v
             nominal_batch_size=settings.nominal_batch_size,
         )
     )
+    # The EMA model carries averaged BatchNorm statistics, as the official one.
+    average_batchnorm_statistics(model)
     start = time.perf_counter()
     # A diverged run stops at once; its history ends in NaN.
     history = model.fit(
