@@ -257,7 +257,8 @@ def train(
             start from; warmup, cosine and EMA start afresh.
         resume: continue the run in ``out_dir`` from its latest checkpoint, at
             the same epoch and optimizer step, with optimizer and EMA state,
-            exactly as if it had not stopped.
+            exactly as if it had not stopped (with the run's own seed, stage
+            and, unless ``epochs`` is given, total epochs).
         continue_from: a checkpoint folder (or a run directory: its latest
             checkpoint) of another run to continue in ``out_dir``, as the
             official ``tune.py``/``train.py`` do with ``--weights last_298.pt``:
@@ -345,8 +346,14 @@ def train(
             initial_epoch = state["epoch"]
             if save_epochs is None:
                 save_epochs = state.get("keep_epochs", [])
-            # The data of the remaining epochs follows the run's own seed.
+            # The rest of the run follows its own seed, stage and length
+            # (an explicit `epochs` may extend it).
             seed = state.get("seed", seed)
+            stage = state.get("stage", stage)
+            recipe = stage_recipe(recipe, stage)
+            if epochs is None and "epochs" in state:
+                recipe = recipe.override(epochs=state["epochs"])
+            settings = recipe.train
             if verbose:
                 print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['step']}.")
             if initial_epoch >= settings.epochs:
@@ -414,15 +421,16 @@ def train(
     # Order matters: the time limit decides whether this epoch is the last,
     # evaluation adds val_mAP to the logs, then the checkpoint and CSV see them.
     callbacks = [RunProgress(settings.epochs)]
+    if evaluation is not None:
+        evaluation.epochs = settings.epochs  # a resumed run may have read its length
     time_limit = None
     if time_limit_minutes is not None:
         time_limit = TimeLimit(time_limit_minutes)
         callbacks.append(time_limit)
     if evaluation is not None:
         callbacks.append(evaluation)
-    callbacks.append(
-        EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state={"seed": int(seed), "stage": stage})
-    )
+    run_state = {"seed": int(seed), "stage": stage, "epochs": settings.epochs}
+    callbacks.append(EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state=run_state))
     # Appends (writing the header once): `fit` runs once per epoch, and a
     # new run has cleared the file.
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, RESULTS_NAME), append=True))
@@ -446,6 +454,7 @@ def train(
             initial_epoch=epoch,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the pipeline shuffles, by the epoch's seed
         )
         history.epoch.extend(epoch_history.epoch)
         for key, values in epoch_history.history.items():
