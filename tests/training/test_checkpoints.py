@@ -146,3 +146,22 @@ def test_cli_refuses_a_non_empty_out_with_a_clear_error_and_no_traceback(tmp_pat
     assert "--resume" in result.stderr and "--exist-ok" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert (out / "checkpoint.json").read_text().startswith('{"latest": "epoch_004"')
+
+
+def test_results_log_keeps_columns_aligned_and_replaces_epochs_trained_again(tmp_path):
+    from yolor_keras.training.callbacks import ResultsLog
+
+    path = tmp_path / "results.csv"
+    log = ResultsLog(str(path))
+    log.on_epoch_end(0, {"loss": 3.0, "box": 0.5})
+    log.on_epoch_end(1, {"loss": 2.0, "box": 0.4})
+    log.on_epoch_end(2, {"loss": 1.5, "box": 0.3})
+    # A run resumed from the checkpoint after epoch 1 trains epoch 2 again,
+    # in a new process, and evaluates it.
+    ResultsLog(str(path)).on_epoch_end(2, {"loss": 1.25, "box": 0.25, "val_mAP": 0.125, "val_mAP50": 0.5})
+    assert path.read_text().splitlines() == [
+        "epoch,box,loss,val_mAP,val_mAP50",
+        "0,0.5,3.0,,",
+        "1,0.4,2.0,,",
+        "2,0.25,1.25,0.125,0.5",
+    ]

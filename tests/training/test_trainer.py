@@ -95,6 +95,8 @@ def _optimizer_arrays(arrays):
     return {name: value for name, value in arrays.items() if name.startswith("optimizer/")}
 
 
+# Three training processes (two side by side): a few minutes on two idle cores.
+@pytest.mark.timeout(1800)
 def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)

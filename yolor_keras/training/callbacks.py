@@ -21,6 +21,7 @@ Folders are named by the 0-based index of their last epoch, as the official
 ``last_298.pt`` / ``epoch_424.pt`` are.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -224,6 +225,46 @@ def save_checkpoint(task, state, run_dir, keep_epochs=()):
     if dropped and dropped not in keep and os.path.basename(dropped) == dropped:
         shutil.rmtree(os.path.join(root, dropped), ignore_errors=True)
     return folder
+
+
+class ResultsLog(keras.callbacks.Callback):
+    """Keeps ``results.csv``: one row per epoch, rewritten atomically.
+
+    The columns are fixed by the first row written (the epoch, the training
+    losses, ``val_mAP`` and ``val_mAP50``, empty where an epoch was not
+    evaluated), so rows from several `fit` calls and from a resumed run line
+    up. A resumed run replaces the rows of the epochs it trains again.
+
+    Args:
+        path: the CSV file.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not is_chief():
+            return
+        logs = dict(logs or {})
+        header, rows = None, []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = [row for row in csv.reader(handle) if row]
+            header, rows = (rows[0], rows[1:]) if rows else (None, [])
+        if header is None:
+            header = ["epoch"] + sorted(k for k in logs if not k.startswith("val_")) + ["val_mAP", "val_mAP50"]
+        rows = [row for row in rows if row[0].isdigit() and int(row[0]) < epoch]
+        values = {"epoch": epoch, **logs}
+        rows.append([str(values[key]) if key in values else "" for key in header])
+
+        def write(temporary):
+            with open(temporary, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(header)
+                writer.writerows(rows)
+
+        write_file_atomically(self.path, write)
 
 
 class COCOEvaluationCallback(keras.callbacks.Callback):

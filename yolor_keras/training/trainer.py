@@ -27,6 +27,7 @@ from yolor_keras.training.callbacks import POINTER_NAME
 from yolor_keras.training.callbacks import CheckpointError
 from yolor_keras.training.callbacks import COCOEvaluationCallback
 from yolor_keras.training.callbacks import EpochCheckpoint
+from yolor_keras.training.callbacks import ResultsLog
 from yolor_keras.training.callbacks import RunProgress
 from yolor_keras.training.callbacks import TimeLimit
 from yolor_keras.training.callbacks import load_checkpoint
@@ -431,9 +432,7 @@ def train(
         callbacks.append(evaluation)
     run_state = {"seed": int(seed), "stage": stage, "epochs": settings.epochs}
     callbacks.append(EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state=run_state))
-    # Appends (writing the header once): `fit` runs once per epoch, and a
-    # new run has cleared the file.
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, RESULTS_NAME), append=True))
+    callbacks.append(ResultsLog(os.path.join(out_dir, RESULTS_NAME)))
     os.makedirs(out_dir, exist_ok=True)
     history = keras.callbacks.History()
     history.set_model(task)
