@@ -127,6 +127,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tm
     accumulators = at_kill.optimizer._accumulated_gradients
     assert accumulators and any(np.abs(keras.ops.convert_to_numpy(a)).max() > 0 for a in accumulators)
     del at_kill
+    kill_arrays = _archive_arrays(killed_out / "checkpoints" / "epoch_001")
 
     resumed = _start(_train_args(tiny_dataset, killed_out, recipe, "--resume"), tmp_path / "resumed.log", env)
     assert _finish(resumed) == 0, (tmp_path / "resumed.log").read_text()[-4000:]
@@ -152,9 +153,10 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tm
     assert len(optimizer) > 3 * len([k for k in straight_arrays if not k.startswith("optimizer/")]) // 2
     for name in straight_arrays:
         np.testing.assert_array_equal(resumed_arrays[name], straight_arrays[name], err_msg=name)
-    # And the run really trained: the weights moved from the first checkpoint.
-    first = _archive_arrays(straight_out / "checkpoints" / "epoch_000")
-    moved = [k for k in first if not k.startswith("optimizer/") and not np.array_equal(first[k], straight_arrays[k])]
+    # And the resumed epochs really trained: the weights moved from the checkpoint resumed.
+    moved = [
+        k for k in kill_arrays if not k.startswith("optimizer/") and not np.array_equal(kill_arrays[k], straight_arrays[k])
+    ]
     assert len(moved) > 10
 
     epochs_logged = [line.split(",")[0] for line in (killed_out / "results.csv").read_text().splitlines()[1:]]
