@@ -142,7 +142,7 @@ def _path_runner(kind, precision, detector, folded_by_precision, image_size, wor
     if kind == "saved_model":
         from yolor_keras.export.saved_model import export_saved_model
 
-        export_dir = os.path.join(work_dir, f"{detector.name}_{precision}", "1")
+        export_dir = os.path.join(work_dir, f"{detector.name}_{precision}", "1")  # work_dir is per run
         export_saved_model(
             folded_by_precision[precision], export_dir, image_size=image_size, precision=precision
         )
@@ -235,7 +235,7 @@ def full_table(names=DEFAULT_MODELS, image_size=640, repeats=10, matmul_size=409
     print_peaks(peaks, matmul_size)
     results = {"peaks": peaks, "models": {}}
     for name in names:
-        detector = YOLORDetector.from_preset(name, image_size=image_size, name=name)
+        detector = YOLORDetector.from_preset(name, image_size=image_size)
         gflops = graph_gflops(detector, image_size)
         rows = benchmark_paths(detector, image_size, peaks, repeats=repeats, gflops=gflops)
         params = official_parameter_count(detector)
@@ -288,6 +288,29 @@ def print_rows(rows, header=True):
         print(f"{row['model']:<12} {row['params']:>12,} {row['gflops']:>7.1f}{cells}  {ratios}", flush=True)
 
 
+def cpu_description():
+    """CPU model and the matrix extensions that decide the bf16 speed-up.
+
+    bf16 convolutions are fast only with AMX (``amx_bf16``); with
+    AVX512-BF16 alone they gain far less, and without either they are
+    emulated. Read from ``/proc/cpuinfo`` (Linux); elsewhere the platform
+    name.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            text = file.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+        platform.machine(),
+    )
+    flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.split(":", 1)[-1].split())
+    present = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{model} ({', '.join(present) or 'no AVX-512'})"
+
+
 def _load():
     try:
         return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
@@ -309,7 +332,7 @@ def main(argv=None):
     if args.repeats < 1 or args.image_size < 1 or args.matmul_size < 1:
         parser.error("--repeats, --image-size and --matmul-size must be positive.")
 
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"Machine: {cpu_description()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; {_load()}")
     import tensorflow as tf
 
