@@ -2,8 +2,9 @@
 
 ``python -m yolor_keras.bench`` prints, from one process:
 
-1. the machine's own matmul peak, float32 and bfloat16 (a square
-   ``--matmul-size`` matmul through TensorFlow, median of several runs);
+1. before each model, the machine's own matmul peak, float32 and bfloat16
+   (a square ``--matmul-size`` matmul through TensorFlow, median of
+   several runs);
 2. for each model, the batch-1 latency of every inference path, its
    GFLOP/s (FLOP = 2 x multiply-accumulate of the network, as the official
    figures) and its share of the matching peak (fp32 paths of the fp32 peak,
@@ -212,7 +213,7 @@ def print_peaks(peaks, size):
 
 
 def print_path_rows(name, params, gflops, rows):
-    print(f"\n{name}: {params:,} parameters, {gflops:.1f} GFLOPs")
+    print(f"{name}: {params:,} parameters, {gflops:.1f} GFLOPs")
     print(f"  {'path':<18} {'ms':>8} {'GFLOP/s':>8} {'% of peak':>9} {'vs keras fp32':>13}")
     baseline = next((row["seconds"] for row in rows if row["path"] == "keras fp32"), None)
     for row in rows:
@@ -228,19 +229,22 @@ def print_path_rows(name, params, gflops, rows):
 
 
 def full_table(names=DEFAULT_MODELS, image_size=640, repeats=10, matmul_size=4096):
-    """Measures the peaks and every path of each preset; prints and returns them."""
+    """Measures every path of each preset, and the matmul peaks just before; prints and returns them."""
     from yolor_keras.models import YOLORDetector
 
-    peaks = measure_peaks(matmul_size)
-    print_peaks(peaks, matmul_size)
-    results = {"peaks": peaks, "models": {}}
+    results = {"models": {}}
     for name in names:
         detector = YOLORDetector.from_preset(name, image_size=image_size)
         gflops = graph_gflops(detector, image_size)
+        # Measured again right before each model: on a shared machine the
+        # peak of a minute ago may not be the one this model's paths get.
+        peaks = measure_peaks(matmul_size)
+        print()
+        print_peaks(peaks, matmul_size)
         rows = benchmark_paths(detector, image_size, peaks, repeats=repeats, gflops=gflops)
         params = official_parameter_count(detector)
         print_path_rows(name, params, gflops, rows)
-        results["models"][name] = {"params": params, "gflops": gflops, "rows": rows}
+        results["models"][name] = {"params": params, "gflops": gflops, "peaks": peaks, "rows": rows}
     return results
 
 
