@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python setup.py constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" --durations=20 tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=20 tests
 	$(BIN)/python -m pytest -q --nbmake recipes/notebooks
 
 test-slow: $(STAMP)

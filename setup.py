@@ -37,6 +37,9 @@ EXTRAS["dev"] = [
     "torch>=2.1",
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # Two workers: most of the suite's time is tracing, export and subprocess
+    # start-up, which overlap well even on 2 cores.
+    "pytest-xdist>=3.5,<4",
     "nbmake>=1.5,<1.6",
     "jax>=0.10",
 ]
