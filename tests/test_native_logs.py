@@ -48,3 +48,17 @@ def test_cli_help_prints_no_native_lines(argv):
     assert result.returncode == 0, result.stderr
     assert "usage: yolor" in result.stdout
     assert "I0000" not in result.stderr and "oneDNN" not in result.stderr, result.stderr
+
+
+def test_line_filter_drops_informational_lines_and_keeps_real_errors():
+    from yolor_keras.native_logs import _HARMLESS_ERROR
+    from yolor_keras.native_logs import _NATIVE_LINE
+
+    stamp = b"00:00:1796129076.127260   18254"
+    info = b"I0000 " + stamp + b" port.cc:153] oneDNN custom operations are on.\n"
+    fallback = b"E0000 " + stamp + b" util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512.\n"
+    failure = b"E0000 " + stamp + b" saver.cc:12] Could not open variables/variables.index\n"
+    assert _NATIVE_LINE.match(info)
+    assert _HARMLESS_ERROR.match(fallback)
+    assert not _NATIVE_LINE.match(failure) and not _HARMLESS_ERROR.match(failure)
+    assert not _NATIVE_LINE.match(b"Epoch 1/40\n")

@@ -18,6 +18,8 @@ import threading
 # absl/glog lines: "I0000 00:00:1796121062.151823    8232 port.cc:153] ...",
 # with severity I(nfo) or W(arning); errors and fatal lines stay visible.
 _NATIVE_LINE = re.compile(rb"^[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]+\] ")
+# An error-level line that only says a kernel falls back to another one.
+_HARMLESS_ERROR = re.compile(rb"^E\d{4} [^\]]+\] oneDNN supports .* only on platforms with")
 _NOISE = (
     b"WARNING: All log messages before absl::InitializeLog() is called",
     b"To enable the following instructions:",
@@ -29,7 +31,7 @@ _installed = False
 def _forward(read_end, target):
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
         for line in iter(pipe.readline, b""):
-            if _NATIVE_LINE.match(line) or line.startswith(_NOISE):
+            if _NATIVE_LINE.match(line) or _HARMLESS_ERROR.match(line) or line.startswith(_NOISE):
                 continue
             try:
                 os.write(target, line)
