@@ -60,5 +60,10 @@ def test_line_filter_drops_informational_lines_and_keeps_real_errors():
     failure = b"E0000 " + stamp + b" saver.cc:12] Could not open variables/variables.index\n"
     assert _NATIVE_LINE.match(info)
     assert _HARMLESS_ERROR.match(fallback)
+    truncate = (
+        b"E0000 " + stamp + b" node_def_util.cc:682] NodeDef mentions attribute Truncate"
+        b" which is not in the op definition: Op<name=Identity>\n"
+    )
+    assert _HARMLESS_ERROR.match(truncate)
     assert not _NATIVE_LINE.match(failure) and not _HARMLESS_ERROR.match(failure)
     assert not _NATIVE_LINE.match(b"Epoch 1/40\n")

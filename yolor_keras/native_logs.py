@@ -18,9 +18,14 @@ import threading
 # absl/glog lines: "I0000 00:00:1796121062.151823    8232 port.cc:153] ...",
 # with severity I(nfo) or W(arning); errors and fatal lines stay visible.
 _NATIVE_LINE = re.compile(rb"^[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]]+\] ")
-# An error-level line that only says a kernel falls back to another one.
-_HARMLESS_ERROR = re.compile(rb"^E\d{4} [^\]]+\] oneDNN supports .* only on platforms with")
+# Error-level lines that only report a harmless fallback: a kernel that
+# falls back to another one, or a converter attribute older runtimes ignore.
+_HARMLESS_ERROR = re.compile(
+    rb"^E\d{4} [^\]]+\] (oneDNN supports .* only on platforms with"
+    rb"|NodeDef mentions attribute \w+ which is not in the op definition)"
+)
 _NOISE = (
+    b"INFO: Created TensorFlow Lite XNNPACK delegate",
     b"WARNING: All log messages before absl::InitializeLog() is called",
     b"To enable the following instructions:",
 )
