@@ -67,3 +67,23 @@ def test_line_filter_drops_informational_lines_and_keeps_real_errors():
     assert _HARMLESS_ERROR.match(truncate)
     assert not _NATIVE_LINE.match(failure) and not _HARMLESS_ERROR.match(failure)
     assert not _NATIVE_LINE.match(b"Epoch 1/40\n")
+
+
+def test_raw_converter_lines_are_dropped_and_program_lines_forwarded():
+    import os
+
+    from yolor_keras import native_logs
+
+    read_end, write_end = os.pipe()
+    target_read, target_write = os.pipe()
+    lines = [
+        b"fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32\n",
+        b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+        b"TFLite int8: model.tflite (1.8 MB)\n",
+    ]
+    os.write(write_end, b"".join(lines))
+    os.close(write_end)
+    native_logs._forward(read_end, target_write)
+    os.close(target_write)
+    with os.fdopen(target_read, "rb") as forwarded:
+        assert forwarded.read() == b"TFLite int8: model.tflite (1.8 MB)\n"

@@ -26,6 +26,7 @@ _HARMLESS_ERROR = re.compile(
 )
 _NOISE = (
     b"INFO: Created TensorFlow Lite XNNPACK delegate",
+    b"fully_quantize: ",  # the TFLite quantizer's settings, printed raw
     b"WARNING: All log messages before absl::InitializeLog() is called",
     b"To enable the following instructions:",
 )
