@@ -168,6 +168,6 @@ def write_directory_atomically(path, write, check=None):
     finally:
         # After an exchange this is the previous artefact, which may be a file.
         _remove(temporary)
-        if backup is not None and os.path.lexists(backup):
-            shutil.rmtree(backup, ignore_errors=True)
+        if backup is not None:
+            _remove(backup)
     return path

@@ -76,8 +76,9 @@ def run(args):
             width_multiplier=args.width_multiplier,
             depth_multiplier=args.depth_multiplier,
         )
-    except (ValueError, OSError, ImportError) as error:
-        # Bad or hostile input, or a failed write: one line, no traceback.
+    except ImportError as error:
+        # A missing optional dependency. Bad or hostile input and failed
+        # writes (ValueError, OSError) are printed as one line by `yolor`.
         print(f"yolor convert: error: {error}", file=sys.stderr)
         return 2
     parameters = sum(_size(w) for w in model.trainable_weights)

@@ -1,7 +1,5 @@
 """`yolor train`: train a YOLOR detector by a recipe."""
 
-import sys
-
 
 def _epoch_list(text):
     import argparse
@@ -73,38 +71,33 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from yolor_keras.training.callbacks import CheckpointError
-    from yolor_keras.training.trainer import RunDirectoryError
+    # A refused run directory or checkpoint (RunDirectoryError,
+    # CheckpointError) is a ValueError: `yolor` prints it as one line.
     from yolor_keras.training.trainer import train
 
-    try:
-        result = train(
-            data=args.data,
-            out_dir=args.out,
-            recipe=args.recipe,
-            model=args.model,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            val_data=args.val_data,
-            width_multiplier=args.width_multiplier,
-            depth_multiplier=args.depth_multiplier,
-            weights=args.weights,
-            resume=args.resume,
-            continue_from=args.continue_from,
-            continue_weights=args.continue_weights,
-            stage=args.stage,
-            save_epochs=args.save_epochs,
-            exist_ok=args.exist_ok,
-            strategy=args.strategy,
-            cache=not args.no_cache,
-            seed=args.seed,
-            steps_per_epoch=args.steps_per_epoch,
-        )
-    except (RunDirectoryError, CheckpointError) as error:
-        # The user's choice of directory or checkpoint, not a bug: no traceback.
-        print(f"yolor train: error: {error}", file=sys.stderr)
-        return 2
+    result = train(
+        data=args.data,
+        out_dir=args.out,
+        recipe=args.recipe,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        val_data=args.val_data,
+        width_multiplier=args.width_multiplier,
+        depth_multiplier=args.depth_multiplier,
+        weights=args.weights,
+        resume=args.resume,
+        continue_from=args.continue_from,
+        continue_weights=args.continue_weights,
+        stage=args.stage,
+        save_epochs=args.save_epochs,
+        exist_ok=args.exist_ok,
+        strategy=args.strategy,
+        cache=not args.no_cache,
+        seed=args.seed,
+        steps_per_epoch=args.steps_per_epoch,
+    )
     if result.metrics:
         print(f"mAP@.5:.95 {result.metrics['mAP']:.4f}  mAP@.5 {result.metrics['mAP50']:.4f}")
     print(f"Saved the EMA model to {result.model_path}")
