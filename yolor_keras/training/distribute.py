@@ -43,11 +43,24 @@ def select_strategy(kind="auto"):
 
 
 def is_chief():
-    """Whether this process is the chief (or only) worker under ``TF_CONFIG``."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    task = config.get("task", {})
-    kind, index = task.get("type", "chief"), task.get("index", 0)
-    has_chief = "chief" in config.get("cluster", {})
+    """Whether this process is the chief (or only) worker under ``TF_CONFIG``.
+
+    The chief task, or worker 0 of a cluster without one, as TensorFlow
+    decides. An evaluator task is not: it does not train, so it writes no
+    checkpoints (TensorFlow's own rule counts it as a chief of its own).
+    """
+    text = os.environ.get("TF_CONFIG", "") or "{}"
+    try:
+        config = json.loads(text)
+        task = config.get("task", {})
+        kind, index = task.get("type", "chief"), task.get("index", 0)
+        # TensorFlow reads the index with int(), so "0" is worker 0 too.
+        index = int(index)
+        has_chief = "chief" in config.get("cluster", {})
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"TF_CONFIG is not a valid cluster configuration ({error}): {text!r}"
+        ) from None
     return kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
 
 
