@@ -46,7 +46,8 @@ CASES = [str(name) for name in DATA["cases"]]
 
 
 def _case(name):
-    return {key.split("__", 1)[1]: value for key, value in DATA.items() if key.startswith(name + "__")}
+    prefix = name + "__"
+    return {key[len(prefix) :]: value for key, value in DATA.items() if key.startswith(prefix)}
 
 
 def _labels(case):
