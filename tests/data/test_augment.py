@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from yolor_keras.data import AugmentationRecipe
 from yolor_keras.data import augment
-from yolor_keras.data import decode
+from yolor_keras.data import image_decoding
 
 S = 256
 COLORS = np.array(
@@ -44,7 +44,7 @@ def make_group(
             "boxes": tf.constant(boxes.reshape(-1, 4)),
             "classes": tf.constant(classes),
         }
-        decoded.append(decode.decode_for_training(element, S, resize=resize))
+        decoded.append(image_decoding.decode_for_training(element, S, resize=resize))
     height = max(int(d["image"].shape[0]) for d in decoded)
     width = max(int(d["image"].shape[1]) for d in decoded)
     count = max(int(d["classes"].shape[0]) for d in decoded)

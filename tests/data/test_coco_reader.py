@@ -9,7 +9,7 @@ from PIL import Image
 
 from yolor_keras.data import read_coco_json
 from yolor_keras.data import report as reasons
-from yolor_keras.data.decode import read_image
+from yolor_keras.data.image_decoding import read_image
 
 CATEGORIES = [
     {"id": 3, "name": "car"},

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 from PIL import ImageOps
 
-from yolor_keras.data import decode
+from yolor_keras.data import image_decoding
 from yolor_keras.data import exif
 from yolor_keras.data.image_check import probe_image
 
@@ -111,7 +111,7 @@ def test_scaled_training_decode_is_oriented(orientation):
     data = oriented_jpeg(orientation, array=array)
     expected = pillow_displayed(data)
     # long_side 64 lets libjpeg decode at 1/2 scale (80 >= 64), then turn.
-    pixels, original = decode.read_image_for_size(tf.constant(data), tf.constant(False), 64)
+    pixels, original = image_decoding.read_image_for_size(tf.constant(data), tf.constant(False), 64)
     assert tuple(original.numpy()) == expected.shape[:2]
     assert pixels.shape[:2] == (expected.shape[0] // 2, expected.shape[1] // 2)
     half = np.asarray(

@@ -15,7 +15,7 @@ import tensorflow as tf
 from yolor_keras.data import AugmentationRecipe
 from yolor_keras.data import augment
 from yolor_keras.data import build_dataset
-from yolor_keras.data import decode
+from yolor_keras.data import image_decoding
 from yolor_keras.training.recipe import recipe_from_dict
 
 GREY = 114
@@ -313,7 +313,7 @@ def make_group(encode, plain_image, shapes, resize, with_boxes=True):
             "boxes": tf.constant(boxes.reshape(-1, 4)),
             "classes": tf.constant(classes),
         }
-        decoded.append(decode.decode_for_training(element, S, resize=resize))
+        decoded.append(image_decoding.decode_for_training(element, S, resize=resize))
     height = max(int(d["image"].shape[0]) for d in decoded)
     width = max(int(d["image"].shape[1]) for d in decoded)
     count = max(int(d["classes"].shape[0]) for d in decoded)

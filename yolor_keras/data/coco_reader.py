@@ -54,7 +54,7 @@ def read_coco_json(
         A `RecordSet`.
     """
     annotation_file = os.fspath(annotation_file)
-    coco = _load_json(annotation_file)
+    coco = load_coco_file(annotation_file)
     image_dir = _resolve_image_dir(annotation_file, image_dir)
     report = reasons.DataReport(os.path.basename(annotation_file))
 
@@ -179,7 +179,20 @@ def _image_entries(images, annotation_file, image_dir, report):
     return entries, set(first_entry)
 
 
-def _load_json(annotation_file):
+def load_coco_file(annotation_file):
+    """Loads a COCO JSON file, checking its top-level structure.
+
+    The project's one COCO JSON loader: the reader, the evaluation ground
+    truth and the identity reader all go through it.
+
+    Returns:
+        The parsed dict, with "images", "categories" and "annotations"
+        lists (an absent "annotations" becomes []) and unique integer
+        category ids.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file.
+    """
     try:
         with open(annotation_file, encoding="utf-8") as file:
             coco = json.load(file)

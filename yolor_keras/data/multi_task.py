@@ -14,58 +14,36 @@ targets, keyed like the outputs of `yolor_keras.tasks.YOLORMultiTask`:
   without objects. Instances recur across images, so identities repeat,
   and the same instance keeps its id in every split.
 
-Images are letterboxed (aspect kept, grey padding); training batches may be
-flipped horizontally, boxes with them. Mosaic is not used: it would mix the
-images whose labels the classification and embedding targets describe.
+The batches come from `build_dataset` with these two as extra targets
+(`class_presence` and `identities_from` are its producers): images are
+letterboxed (aspect kept, grey padding); training batches may be flipped
+horizontally, boxes with them. Mosaic is not used: it would mix the images
+whose labels the classification and embedding targets describe.
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from yolor_keras.data import augment
-from yolor_keras.data import decode
-from yolor_keras.data.coco_reader import read_coco_json
-from yolor_keras.data.pipeline import _fill_cache
+from yolor_keras.data.coco_reader import load_coco_file
+from yolor_keras.data.pipeline import DatasetInfo
+from yolor_keras.data.pipeline import build_dataset
 
-AUTOTUNE = tf.data.AUTOTUNE
 NO_IDENTITY = -1
 
 
-@dataclasses.dataclass
-class MultiTaskDatasetInfo:
-    """What a multi-task model, its losses and its evaluation need of a dataset.
+class MultiTaskDatasetInfo(DatasetInfo):
+    """A `DatasetInfo` whose targets hold the multi-task ones.
 
-    Args:
-        class_names: name of each contiguous class index.
-        category_ids: original category id of each class index.
-        identities: ``(num_samples,)`` int identity of every sample, in
-            file order (-1: none).
-        num_samples: samples per epoch.
-        num_batches: batches per epoch.
-        image_size: S; images are S x S.
-        batch_size: the batch size.
-        training: whether the batches are training batches.
-        source: the `RecordSet` read (``source.to_coco_dict()`` is the
-            detection ground truth in original pixels).
+    ``targets["classification"]`` is the ``(num_samples, C)`` multi-hot of
+    every sample and ``targets["embedding"]`` its identity, in file order.
     """
 
-    class_names: tuple
-    category_ids: tuple
-    identities: np.ndarray
-    num_samples: int
-    num_batches: int
-    image_size: int
-    batch_size: int
-    training: bool
-    source: object
-
     @property
-    def num_classes(self):
-        return len(self.class_names)
+    def identities(self):
+        """``(num_samples,)`` identity of every sample, in file order (-1: none)."""
+        return self.targets["embedding"]
 
     @property
     def num_identities(self):
@@ -95,17 +73,9 @@ def read_identities(annotation_file):
         dict: image id -> identity (the largest object's ``instance_id``, or
         -1 for an image without annotations).
     """
-    try:
-        with open(annotation_file, encoding="utf-8") as file:
-            coco = json.load(file)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{annotation_file}: not valid JSON ({error}).") from None
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-        raise ValueError(f"{annotation_file}: expected a COCO object with an 'images' list.")
+    coco = load_coco_file(annotation_file)
     best = {int(image["id"]): None for image in coco["images"]}
-    for position, annotation in enumerate(coco.get("annotations", [])):
+    for position, annotation in enumerate(coco["annotations"]):
         if annotation.get("iscrowd", 0):
             continue
         if "instance_id" not in annotation:
@@ -126,26 +96,40 @@ def read_identities(annotation_file):
     return {image_id: NO_IDENTITY if key is None else -key[2] for image_id, key in best.items()}
 
 
-def _targets_dataset(source, identities):
-    """Per sample, in file order: the multi-hot classes and the identity."""
+def class_presence(source):
+    """Extra-target producer: the multi-hot vector of the classes in each image.
+
+    Args:
+        source: a `DetectionSource` that lists its samples.
+
+    Returns:
+        ``(num_samples, num_classes)`` float32, in the source's order.
+    """
     multi_hot = np.zeros((source.num_samples, source.num_classes), np.float32)
     for index, sample in enumerate(source.samples):
         multi_hot[index, np.asarray(sample.classes, np.int64)] = 1.0
-    return tf.data.Dataset.from_tensor_slices(
-        {"labels": multi_hot, "identity": identities.astype(np.int32)}
-    )
+    return multi_hot
 
 
-def _flip(image, boxes, flip):
-    """Mirrors an (S, S, 3) image and its xyxy pixel boxes when `flip` is true."""
-    size = tf.cast(tf.shape(image)[1], tf.float32)
-    flipped_boxes = tf.stack(
-        [size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=-1
-    )
-    return (
-        tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image),
-        tf.cond(flip, lambda: flipped_boxes, lambda: boxes),
-    )
+def identities_from(annotation_file):
+    """Extra-target producer of identities, read from a COCO JSON file.
+
+    Args:
+        annotation_file: the COCO JSON the source was read from, whose
+            annotations carry ``instance_id``.
+
+    Returns:
+        A producer: source -> ``(num_samples,)`` int32 identities in the
+        source's order (see `read_identities`).
+    """
+
+    def identities(source):
+        identity_of_image = read_identities(annotation_file)
+        return np.array(
+            [identity_of_image[sample.image_id] for sample in source.samples], np.int32
+        )
+
+    return identities
 
 
 def build_multi_task_dataset(
@@ -163,7 +147,11 @@ def build_multi_task_dataset(
     verify="decode",
     verbose=True,
 ):
-    """Builds the `tf.data` pipeline of a multi-task dataset.
+    """`build_dataset` with the classification and embedding targets.
+
+    The same as ``build_dataset(annotation_file, augment=False,
+    flip=training, extra_targets={"classification": class_presence,
+    "embedding": identities_from(annotation_file)})``.
 
     Args:
         source: a COCO JSON file with ``instance_id`` annotations, or a
@@ -197,73 +185,24 @@ def build_multi_task_dataset(
         `MultiTaskDatasetInfo`.
     """
     annotation_file = _annotation_file(source, split)
-    records = read_coco_json(annotation_file, image_dir=image_dir, verify=verify, verbose=verbose)
-    identity_of_image = read_identities(annotation_file)
-    identities = np.array(
-        [identity_of_image[sample.image_id] for sample in records.samples], np.int64
-    )
-    flip = training if flip is None else flip
-    shuffle = training if shuffle is None else shuffle
-    if training and records.num_samples < batch_size:
-        raise ValueError(
-            f"{annotation_file}: {records.num_samples} usable images, fewer than "
-            f"batch_size={batch_size}."
-        )
-
-    elements = tf.data.Dataset.zip(
-        records.encoded_dataset(shuffle=False), _targets_dataset(records, identities)
-    )
-
-    def letterboxed(element, targets):
-        sample = decode.decode_for_evaluation(element, image_size)
-        sample.update(targets)
-        return sample
-
-    decoded = elements.map(letterboxed, num_parallel_calls=AUTOTUNE)
-    if not records.fully_verified:
-        decoded = decoded.ignore_errors(log_warning=True)
-    if cache:
-        decoded = decoded.cache()
-        _fill_cache(decoded, records.num_samples, verbose)
-    if shuffle:
-        decoded = decoded.shuffle(records.num_samples, seed=seed, reshuffle_each_iteration=True)
-    # One stateless seed per sample; re-drawn each epoch, reproducibly.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def to_batch_element(sample, sample_seed):
-        image = tf.cast(sample["image"], tf.float32) / 255.0
-        boxes = sample["boxes"]
-        if flip:
-            do_flip = tf.random.stateless_uniform([], seed=sample_seed) < 0.5
-            image, boxes = _flip(image, boxes, do_flip)
-        keep = tf.ones_like(sample["classes"], tf.bool)
-        detection = augment.pad_boxes(boxes, sample["classes"], keep, max_boxes)
-        if not training:
-            for key in ("image_id", "original_size", "scale", "pad"):
-                detection[key] = sample[key]
-        targets = {
-            "detection": detection,
-            "classification": sample["labels"],
-            "embedding": sample["identity"],
-        }
-        return image, targets
-
-    dataset = tf.data.Dataset.zip(decoded, seeds).map(to_batch_element, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=training).prefetch(AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    dataset = dataset.with_options(options)
-
-    num_samples = records.num_samples
-    info = MultiTaskDatasetInfo(
-        class_names=records.class_names,
-        category_ids=records.category_ids,
-        identities=identities,
-        num_samples=num_samples,
-        num_batches=num_samples // batch_size if training else -(-num_samples // batch_size),
+    dataset, info = build_dataset(
+        annotation_file,
         image_size=image_size,
         batch_size=batch_size,
         training=training,
-        source=records,
+        augment=False,
+        flip=training if flip is None else flip,
+        seed=seed,
+        cache=cache,
+        max_boxes=max_boxes,
+        shuffle=shuffle,
+        image_dir=image_dir,
+        verify=verify,
+        verbose=verbose,
+        extra_targets={
+            "classification": class_presence,
+            "embedding": identities_from(annotation_file),
+        },
     )
-    return dataset, info
+    fields = {field.name: getattr(info, field.name) for field in dataclasses.fields(info)}
+    return dataset, MultiTaskDatasetInfo(**fields)

@@ -4,10 +4,11 @@ import dataclasses
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from yolor_keras.data import augment
-from yolor_keras.data import decode
+from yolor_keras.data import image_decoding
 from yolor_keras.data import report as reasons
 from yolor_keras.data.coco_reader import read_coco_json
 from yolor_keras.data.recipe import AugmentationRecipe
@@ -35,6 +36,9 @@ class DatasetInfo:
         recipe: the `AugmentationRecipe` applied, or None.
         source: the `DetectionSource` read (`source.to_coco_dict()` gives
             the ground truth in original pixels).
+        targets: the extra targets, name -> array with one row per sample
+            in the source's order (see `build_dataset`'s `extra_targets`),
+            or None.
     """
 
     class_names: tuple
@@ -46,6 +50,7 @@ class DatasetInfo:
     training: bool
     recipe: AugmentationRecipe
     source: DetectionSource
+    targets: dict = None
 
     @property
     def num_classes(self):
@@ -136,6 +141,8 @@ def build_dataset(
     class_names=None,
     verify="decode",
     verbose=True,
+    flip=False,
+    extra_targets=None,
 ):
     """Builds the `tf.data` pipeline of a detection dataset.
 
@@ -149,6 +156,16 @@ def build_dataset(
 
     Evaluation batches (training=False) letterbox each image into S x S
     (grey 114/255 padding) in file order and carry per-image metadata.
+    With augment=False, training batches are letterboxed the same way,
+    optionally flipped (`flip`).
+
+    Extra targets turn detection batches into multi-task batches. Each
+    extra target is one array row per image (a class-presence vector, an
+    identity, ...); the rows travel with their image through shuffling and
+    caching, and the labels become ``{"detection": {"boxes", "classes",
+    ...}, name: (B, ...) rows, ...}``, keyed like a multi-task model's
+    outputs. Mosaic mixes four images, whose per-image targets could then
+    not describe the sample, so extra targets need augment=False.
 
     Args:
         source: the dataset, in any form `load_source` accepts.
@@ -172,6 +189,14 @@ def build_dataset(
             With "header" (and for tfds), an image that fails to decode in
             the pipeline is skipped and counted in `info.report`.
         verbose: print the indexing summary and cache progress.
+        flip: with augment=False, flip each training image horizontally
+            (boxes with it) with probability 0.5, drawn from `seed`.
+        extra_targets: None, or a dict name -> producer, where a producer is
+            an array with one row per sample in the source's order, or a
+            callable taking the `DetectionSource` and returning one (see
+            `yolor_keras.data.multi_task` for the class-presence and
+            identity producers). The source must list its samples (COCO
+            JSON or YOLO txt, not tfds).
 
     Returns:
         (dataset, info): `dataset` yields `(images, labels)` with images
@@ -180,11 +205,30 @@ def build_dataset(
         (B, max_boxes) int32, padded with -1. Evaluation labels also hold
         "image_id" (B,) int64, "original_size" (B, 2) int32 (height,
         width), "scale" (B, 2) and "pad" (B, 2) float32 (x, y), with which
-        `letterbox_to_original` maps boxes back. `info` is a `DatasetInfo`.
+        `letterbox_to_original` maps boxes back. With `extra_targets`,
+        those labels sit under "detection" and each extra target under its
+        name. `info` is a `DatasetInfo`.
     """
     source = load_source(source, split, image_dir, class_names, verify, verbose)
     augment = training if augment is None else augment
     shuffle = training if shuffle is None else shuffle
+    name = source.report.name
+    if flip and augment:
+        raise ValueError(
+            f"{name}: flip= is for augment=False batches; augmented batches "
+            "flip as the recipe's fliplr says."
+        )
+    if flip and not training:
+        raise ValueError(
+            f"{name}: flip=True needs training=True; evaluation boxes are mapped "
+            "back to the unflipped image."
+        )
+    targets = extra_target_arrays(extra_targets, source)
+    if targets and augment:
+        raise ValueError(
+            f"{name}: extra targets need augment=False; a mosaic mixes the images "
+            "whose targets they are."
+        )
     if recipe is None:
         recipe = AugmentationRecipe()
     elif isinstance(recipe, dict):
@@ -202,7 +246,8 @@ def build_dataset(
         )
     else:
         dataset = _letterboxed(
-            source, image_size, seed, cache, shuffle, max_boxes, verbose, training
+            source, image_size, seed, cache, shuffle, max_boxes, verbose, training,
+            flip, targets,
         )
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.prefetch(AUTOTUNE)
@@ -222,8 +267,42 @@ def build_dataset(
         training=training,
         recipe=recipe if augment else None,
         source=source,
+        targets=targets,
     )
     return dataset, info
+
+
+def extra_target_arrays(extra_targets, source):
+    """Evaluates the producers of `build_dataset`'s `extra_targets`.
+
+    Returns:
+        dict name -> NumPy array with one row per sample of `source`, in
+        its order, or None when there are no extra targets.
+    """
+    if not extra_targets:
+        return None
+    name = source.report.name
+    if not hasattr(source, "samples"):
+        raise ValueError(
+            f"{name}: extra targets need a source that lists its samples "
+            "(a COCO JSON or YOLO txt dataset)."
+        )
+    if "detection" in extra_targets:
+        raise ValueError(f"{name}: 'detection' is the name of the box labels; rename the target.")
+    arrays = {}
+    for target, producer in extra_targets.items():
+        value = np.asarray(producer(source) if callable(producer) else producer)
+        if value.ndim == 0 or len(value) != source.num_samples:
+            raise ValueError(
+                f"{name}: extra target {target!r} has shape {value.shape}; it needs one "
+                f"row per sample ({source.num_samples}), in the source's order."
+            )
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        elif value.dtype == np.int64:
+            value = value.astype(np.int32)
+        arrays[target] = value
+    return arrays
 
 
 def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verbose):
@@ -234,12 +313,12 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
     resize = cache or not augment.is_axis_aligned(recipe)
 
     def decode_sample(element):
-        return decode.decode_for_training(element, image_size, resize=resize)
+        return image_decoding.decode_for_training(element, image_size, resize=resize)
 
     if cache:
         encoded = source.encoded_dataset(shuffle=False)
         decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
-        _fill_cache(decoded, source.num_samples, verbose)
+        fill_cache(decoded, source.num_samples, verbose)
         if shuffle:
             decoded = decoded.shuffle(
                 source.num_samples, seed=seed, reshuffle_each_iteration=True
@@ -284,24 +363,39 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
 
 
 def _letterboxed(
-    source, image_size, seed, cache, shuffle, max_boxes, verbose, training
+    source, image_size, seed, cache, shuffle, max_boxes, verbose, training, flip, targets
 ):
-    def decode_sample(element):
-        return decode.decode_for_evaluation(element, image_size)
+    lookup_row = _row_lookup(source) if targets else None
 
-    def to_batch_element(sample):
+    def decode_sample(element):
+        sample = image_decoding.decode_for_evaluation(element, image_size)
+        if targets:
+            # The end-of-pass marker (id -1) finds no row; it is dropped later.
+            row = tf.maximum(lookup_row(element["image_id"]), 0)
+            sample["targets"] = {
+                name: tf.gather(tf.constant(value), row) for name, value in targets.items()
+            }
+        return sample
+
+    def to_batch_element(sample, sample_seed=None):
         image = tf.cast(sample["image"], tf.float32) / 255.0
+        boxes = sample["boxes"]
+        if flip:
+            do_flip = tf.random.stateless_uniform([], seed=sample_seed) < 0.5
+            image, boxes = flip_horizontally(image, boxes, do_flip)
         keep = tf.ones_like(sample["classes"], tf.bool)
-        labels = augment.pad_boxes(sample["boxes"], sample["classes"], keep, max_boxes)
+        labels = augment.pad_boxes(boxes, sample["classes"], keep, max_boxes)
         if not training:
             for key in ("image_id", "original_size", "scale", "pad"):
                 labels[key] = sample[key]
+        if targets:
+            labels = {"detection": labels, **sample["targets"]}
         return image, labels
 
     if cache:
         encoded = source.encoded_dataset(shuffle=False)
         decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
-        _fill_cache(decoded, source.num_samples, verbose)
+        fill_cache(decoded, source.num_samples, verbose)
         if shuffle:
             decoded = decoded.shuffle(
                 source.num_samples, seed=seed, reshuffle_each_iteration=True
@@ -309,10 +403,38 @@ def _letterboxed(
     else:
         encoded = source.encoded_dataset(shuffle=shuffle, seed=seed)
         decoded = decode_skipping_failures(encoded, decode_sample, source)
+    if flip:
+        # One stateless seed per sample; re-drawn each epoch, reproducibly.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        decoded = tf.data.Dataset.zip(decoded, seeds)
     return decoded.map(to_batch_element, num_parallel_calls=AUTOTUNE)
 
 
-def _fill_cache(dataset, num_samples, verbose):
+def _row_lookup(source):
+    """A graph function: image id -> the row of that sample in the source's order."""
+    ids = np.asarray([sample.image_id for sample in source.samples], np.int64)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(ids), tf.range(len(ids), dtype=tf.int64)
+        ),
+        default_value=-1,
+    )
+    return table.lookup
+
+
+def flip_horizontally(image, boxes, flip):
+    """Mirrors an (H, W, 3) image and its xyxy pixel boxes when `flip` is true."""
+    size = tf.cast(tf.shape(image)[1], tf.float32)
+    flipped_boxes = tf.stack(
+        [size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=-1
+    )
+    return (
+        tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image),
+        tf.cond(flip, lambda: flipped_boxes, lambda: boxes),
+    )
+
+
+def fill_cache(dataset, num_samples, verbose):
     """Decodes every image once so that the in-memory cache is complete.
 
     Downstream iterators of a cached dataset share its cache, so later

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from yolor_keras.data.decode import letterbox_to_original
+from yolor_keras.data.image_decoding import letterbox_to_original
 from yolor_keras.data.report import evaluation_coverage
 from yolor_keras.evaluation.coco_evaluator import COCOEvaluator
 from yolor_keras.evaluation.ground_truth import ground_truth

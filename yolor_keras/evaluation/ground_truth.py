@@ -12,8 +12,9 @@ Sources without an annotation file (YOLO txt, tfds) have no crowd or area
 information; their ground truth is their own COCO export.
 """
 
-import json
 import os
+
+from yolor_keras.data.coco_reader import load_coco_file
 
 
 def annotation_file(source):
@@ -51,21 +52,14 @@ def ground_truth(source):
 def load_annotation_file(path):
     """Loads a COCO annotation file for scoring, with clear errors.
 
+    `load_coco_file` reads and checks the file (the reader's loader);
+    this adds what scoring needs of each annotation.
+
     COCOeval needs `area` and `iscrowd` on every annotation; files that lack
     them get the box area and 0, which is how COCO defines them for boxes.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            coco = json.load(handle)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-        raise ValueError(f"{path}: not a COCO annotation file (no 'images' list).")
-    if not isinstance(coco.get("categories"), list):
-        raise ValueError(f"{path}: not a COCO annotation file (no 'categories' list).")
-    annotations = coco.setdefault("annotations", [])
+    coco = load_coco_file(path)
+    annotations = coco["annotations"]
     for position, annotation in enumerate(annotations):
         bbox = annotation.get("bbox")
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:

@@ -15,7 +15,8 @@ So a 640 x 480 (w x h) image at S = 1280 with stride 64 runs on a
 1344 x 1024 canvas, and a square one on 1344 x 1344. Each image is first
 resized to long side S (the short side truncated, as the official loader
 does) and then centred on its batch's canvas with grey 114 padding, the odd
-pixel going right / bottom.
+pixel going right / bottom, by the project's one `letterbox`
+(`yolor_keras.data.letterbox`).
 
 Boxes are mapped back with the exact per-axis scale of the resize and the
 integer offsets at which the image was pasted.
@@ -27,8 +28,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from yolor_keras.data import transforms
-from yolor_keras.data.decode import read_image
+from yolor_keras.data.image_decoding import read_image
+from yolor_keras.data.letterbox import centre_offsets
+from yolor_keras.data.letterbox import letterbox
 from yolor_keras.data.pipeline import DatasetInfo
 
 # The margin of the official evaluation canvas, in strides.
@@ -100,22 +102,6 @@ def resized_size(height, width, image_size):
     return max(int(height * ratio), 1), max(int(width * ratio), 1)
 
 
-def letterbox_into(height, width, canvas_height, canvas_width):
-    """Places a (resized) image on a canvas: its final size and offsets.
-
-    Never scales up; shrinks only if the image does not fit (which cannot
-    happen for canvases from `rect_batch_shapes`). The padding is split with
-    the odd pixel on the right / bottom.
-
-    Returns:
-        (new_height, new_width, top, left) ints.
-    """
-    ratio = min(canvas_height / height, canvas_width / width, 1.0)
-    if ratio < 1:
-        height, width = max(round(height * ratio), 1), max(round(width * ratio), 1)
-    return int(height), int(width), (canvas_height - height) // 2, (canvas_width - width) // 2
-
-
 @dataclasses.dataclass
 class RectPlan:
     """Where every image goes in the official evaluation, by input position.
@@ -168,11 +154,15 @@ def plan_rect_batches(sizes, batch_size, image_size, stride, pad=OFFICIAL_PAD):
     offset = np.empty_like(sizes)
     for index, ((height, width), (canvas_height, canvas_width)) in enumerate(zip(sizes, canvas)):
         new_height, new_width = resized_size(int(height), int(width), image_size)
-        new_height, new_width, top, left = letterbox_into(
+        if new_height > canvas_height or new_width > canvas_width:
+            raise ValueError(
+                f"image {index} resized to {new_height}x{new_width} does not fit its "
+                f"{canvas_height}x{canvas_width} canvas; canvases come from rect_batch_shapes."
+            )
+        resized[index] = new_height, new_width
+        offset[index] = centre_offsets(
             new_height, new_width, int(canvas_height), int(canvas_width)
         )
-        resized[index] = new_height, new_width
-        offset[index] = top, left
     return RectPlan(order, batch, canvas, resized, offset, sizes, shapes)
 
 
@@ -243,27 +233,23 @@ def build_rect_batches(source, image_size, batch_size, stride, pad=OFFICIAL_PAD)
 
     def decode(element, row):
         canvas_height, canvas_width = row[1], row[2]
-        new_height, new_width, top, left = row[3], row[4], row[5], row[6]
+        new_height, new_width = row[3], row[4]
         image = read_image(element["image"], element["is_path"])
-        image = transforms.resize_image(image, new_height, new_width, antialias=True)
-        image = tf.pad(
+        # The official test.py shrinks with INTER_AREA: antialias.
+        image, scale, pad = letterbox(
             image,
-            [
-                [top, canvas_height - new_height - top],
-                [left, canvas_width - new_width - left],
-                [0, 0],
-            ],
-            constant_values=transforms.GREY,
+            image_size,
+            canvas_size=(canvas_height, canvas_width),
+            resized_size=(new_height, new_width),
+            antialias=True,
         )
-        original = tf.stack([row[7], row[8]])
         labels = {
             "image_id": element["image_id"],
-            "original_size": original,
-            "scale": tf.cast(tf.stack([new_width, new_height]), tf.float32)
-            / tf.cast(tf.stack([row[8], row[7]]), tf.float32),
-            "pad": tf.cast(tf.stack([left, top]), tf.float32),
+            "original_size": tf.stack([row[7], row[8]]),
+            "scale": scale,
+            "pad": pad,
         }
-        return tf.cast(image, tf.float32) / 255.0, labels
+        return image, labels
 
     def batch_window(key, window):
         del key

@@ -1,14 +1,17 @@
-"""Letterboxing: fit an image into a fixed square without distorting it.
+"""The inference letterbox: the project's one letterbox, as predictors call it.
 
-One implementation, in TensorFlow ops, is shared by the in-process
-`Predictor`, the SavedModel serving graph and the calibration data of the
-TFLite export, so that all of them feed the network exactly the same pixels.
+The pixels come from `yolor_keras.data.letterbox.letterbox` (shared with
+evaluation and `YOLORImageConverter`); this module adds the input-size
+check and the scalar scale that the `Predictor` and the exported graphs
+map boxes back with.
 """
 
 import tensorflow as tf
 
-# The official YOLOR pads with this grey.
-PAD_VALUE = 114
+from yolor_keras.data import letterbox as letterboxing
+from yolor_keras.data.letterbox import PAD_VALUE
+
+__all__ = ["PAD_VALUE", "check_image_size", "letterbox"]
 
 
 def check_image_size(image_size, stride):
@@ -34,12 +37,10 @@ def check_image_size(image_size, stride):
 
 
 def letterbox(image, image_size, pad_value=PAD_VALUE):
-    """Resizes an image to fit a square, keeping its aspect ratio, and pads it.
+    """Letterboxes one image into an S x S square, as the official `detect.py`.
 
-    The long side becomes `image_size` (small images are scaled up, as in the
-    official detector); the short side is centred and padded with grey. The
-    resized pixels are rounded to integers, as the official uint8 pipeline
-    does, so that the network input is the same whichever runtime resizes.
+    Bilinear without antialiasing (the official `cv2.INTER_LINEAR`); see
+    `yolor_keras.data.letterbox.letterbox` for the geometry.
 
     Args:
         image: `(height, width, 3)` uint8 (or float in [0, 255]) tensor.
@@ -49,29 +50,14 @@ def letterbox(image, image_size, pad_value=PAD_VALUE):
     Returns:
         A tuple `(letterboxed, scale, pad)`:
         - `letterboxed`: `(image_size, image_size, 3)` float32 in [0, 1].
-        - `scale`: float32 scalar, letterboxed size / original size.
+        - `scale`: float32 scalar, r = min(S / height, S / width), the gain
+          the official `scale_coords` divides by.
         - `pad`: float32 `(2,)`, the `(left, top)` padding in pixels.
         An input pixel `p` maps to `p * scale + pad` in the output.
     """
-    image = tf.convert_to_tensor(image)
-    image = tf.ensure_shape(image, [None, None, 3])
-    shape = tf.shape(image)
-    height = tf.cast(shape[0], tf.float32)
-    width = tf.cast(shape[1], tf.float32)
+    image = tf.ensure_shape(tf.convert_to_tensor(image), [None, None, 3])
+    letterboxed, _, pad = letterboxing.letterbox(image, image_size, pad_value=pad_value)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
     side = float(image_size)
-    scale = tf.minimum(side / height, side / width)
-    new_height = tf.clip_by_value(tf.cast(tf.round(height * scale), tf.int32), 1, image_size)
-    new_width = tf.clip_by_value(tf.cast(tf.round(width * scale), tf.int32), 1, image_size)
-
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), tf.stack([new_height, new_width]), method="bilinear"
-    )
-    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)
-
-    top = (image_size - new_height) // 2
-    left = (image_size - new_width) // 2
-    paddings = [[top, image_size - new_height - top], [left, image_size - new_width - left], [0, 0]]
-    padded = tf.pad(resized, paddings, constant_values=float(pad_value))
-    padded = tf.ensure_shape(padded, [image_size, image_size, 3])
-    pad = tf.cast(tf.stack([left, top]), tf.float32)
-    return padded / 255.0, scale, pad
+    scale = tf.minimum(side / shape[0], side / shape[1])
+    return letterboxed, scale, pad

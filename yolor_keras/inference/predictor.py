@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from yolor_keras.data.exif import decode_image_eagerly
+from yolor_keras.data import image_decoding
 from yolor_keras.inference.letterboxing import check_image_size
 from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.postprocess import non_max_suppression
@@ -20,11 +20,10 @@ from yolor_keras.inference.postprocess import scale_boxes_to_original
 
 
 def read_image(source, name=None):
-    """Reads one image as a `(height, width, 3)` uint8 array.
+    """Reads one image as a `(height, width, 3)` uint8 RGB array.
 
-    Decoding goes through `yolor_keras.data.exif.decode_image`, the decoder
-    of training, evaluation and the SavedModel serving graph, so a file gives
-    the same pixels everywhere; its EXIF orientation is applied.
+    The project's one reader, `yolor_keras.data.image_decoding.read_image`
+    (EXIF orientation applied, errors naming the image).
 
     Args:
         source: a file path, the encoded bytes of a JPEG/PNG/GIF/BMP image,
@@ -34,44 +33,8 @@ def read_image(source, name=None):
 
     Returns:
         A uint8 numpy array `(height, width, 3)`, RGB.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the data is not a decodable image or the array has the
-            wrong shape or dtype; the message names the image.
     """
-    if isinstance(source, np.ndarray):
-        name = name or "image array"
-        if source.ndim != 3 or source.shape[-1] != 3 or source.dtype != np.uint8:
-            raise ValueError(
-                f"{name} must be a (height, width, 3) uint8 RGB array; got shape "
-                f"{source.shape} and dtype {source.dtype}."
-            )
-        if source.shape[0] < 1 or source.shape[1] < 1:
-            raise ValueError(f"{name} is empty: shape {source.shape}.")
-        return source
-    if isinstance(source, (bytes, bytearray)):
-        name = name or "encoded image"
-        data = bytes(source)
-    elif isinstance(source, (str, os.PathLike)):
-        name = name or os.fspath(source)
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"{name}: no such image file.")
-        with open(source, "rb") as file:
-            data = file.read()
-    else:
-        raise TypeError(
-            "An image must be a file path, encoded bytes or a uint8 array; got "
-            f"{type(source).__name__}."
-        )
-    if not data:
-        raise ValueError(f"{name}: the file is empty.")
-    try:
-        image = decode_image_eagerly(data)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        reason = error.message.strip().splitlines()[0]
-        raise ValueError(f"{name}: not a readable JPEG/PNG/GIF/BMP/WebP image ({reason}).") from None
-    return image.numpy()
+    return image_decoding.read_image(source, name=name)
 
 
 class BasePredictor:

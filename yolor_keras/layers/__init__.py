@@ -10,6 +10,7 @@ _EXPORTS = {
     "ImplicitConcat": "implicit_concat",
     "ImplicitKnowledge": "implicit_knowledge",
     "ImplicitMultiply": "implicit_multiply",
+    "YOLORImageConverter": "image_converter",
 }
 
 __all__ = sorted(_EXPORTS)

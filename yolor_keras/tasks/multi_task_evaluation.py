@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from yolor_keras.data.decode import letterbox_to_original
+from yolor_keras.data.image_decoding import letterbox_to_original
 from yolor_keras.evaluation import COCO_EVAL_NMS
 from yolor_keras.evaluation import COCOEvaluator
 from yolor_keras.inference.postprocess import non_max_suppression

@@ -1,27 +1,82 @@
-"""Decoding encoded samples into pixels, for training and for evaluation."""
+"""Reading images, and decoding encoded samples into pixels for training and evaluation."""
+
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from yolor_keras.data import exif
 from yolor_keras.data import transforms
+from yolor_keras.data.letterbox import boxes_to_original
+from yolor_keras.data.letterbox import fit_size
+from yolor_keras.data.letterbox import letterbox
 
 
-def read_image(image, is_path):
-    """Reads and decodes an image to RGB uint8.
+def read_image(source, is_path=None, name=None):
+    """Reads one image as RGB uint8 pixels, turned as its EXIF orientation says.
 
-    Grayscale, palette, RGBA and CMYK images come out as RGB (channels=3),
-    turned the way their EXIF orientation says (see `exif.decode_image`).
+    This is the project's one image reader. Grayscale, palette, RGBA and
+    CMYK images come out as RGB; decoding goes through `exif.decode_image`,
+    so a file gives the same pixels in training, evaluation, `detect` and
+    the SavedModel.
+
+    Two call forms share it:
+    - In a graph (tf.data): `source` a tf.string tensor (a path or encoded
+      bytes) and `is_path` a tf.bool saying which; returns a `(H, W, 3)`
+      uint8 tensor.
+    - Eagerly (`is_path` None): `source` a file path, encoded bytes, or a
+      `(H, W, 3)` uint8 array (returned as is); returns a NumPy array, and
+      bad input raises an error that names the image.
 
     Args:
-        image: tf.string, a file path or encoded bytes.
-        is_path: tf.bool, whether `image` is a path.
+        source: see above.
+        is_path: tf.bool for the graph form; None for the eager form.
+        name: how the eager form names the image in errors (defaults to the
+            path, "encoded image" or "image array").
 
-    Returns:
-        (H, W, 3) uint8.
+    Raises:
+        FileNotFoundError: (eager) the path does not exist.
+        ValueError: (eager) empty or undecodable data, or an array of the
+            wrong shape or dtype; the message names the image.
+        TypeError: (eager) a source of another type.
     """
-    data = tf.cond(is_path, lambda: tf.io.read_file(image), lambda: image)
-    return exif.decode_image(data)
+    if is_path is not None:
+        data = tf.cond(is_path, lambda: tf.io.read_file(source), lambda: source)
+        return exif.decode_image(data)
+    if isinstance(source, np.ndarray):
+        name = name or "image array"
+        if source.ndim != 3 or source.shape[-1] != 3 or source.dtype != np.uint8:
+            raise ValueError(
+                f"{name} must be a (height, width, 3) uint8 RGB array; got shape "
+                f"{source.shape} and dtype {source.dtype}."
+            )
+        if source.shape[0] < 1 or source.shape[1] < 1:
+            raise ValueError(f"{name} is empty: shape {source.shape}.")
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "encoded image"
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        name = name or os.fspath(source)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{name}: no such image file.")
+        with open(source, "rb") as file:
+            data = file.read()
+    else:
+        raise TypeError(
+            "An image must be a file path, encoded bytes or a uint8 array; got "
+            f"{type(source).__name__}."
+        )
+    if not data:
+        raise ValueError(f"{name}: the file is empty.")
+    try:
+        image = exif.decode_image_eagerly(data)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        reason = error.message.strip().splitlines()[0]
+        raise ValueError(
+            f"{name}: not a readable JPEG/PNG/GIF/BMP/WebP image ({reason})."
+        ) from None
+    return image.numpy()
 
 
 _JPEG_SCALES = (1, 2, 4, 8)  # the DCT scalings libjpeg decodes directly
@@ -94,9 +149,7 @@ def decode_for_training(element, image_size, resize=True):
     image, original = read_image_for_size(
         element["image"], element["is_path"], image_size
     )
-    new_height, new_width, _, _ = transforms.letterbox_geometry(
-        original[0], original[1], image_size
-    )
+    new_height, new_width = fit_size(original[0], original[1], image_size)
     if resize:
         image = transforms.resize_image(image, new_height, new_width, antialias=False)
     scale = tf.cast(
@@ -127,38 +180,31 @@ def decode_for_evaluation(element, image_size):
     """
     image = read_image(element["image"], element["is_path"])
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    new_height, new_width, pad_x, pad_y = transforms.letterbox_geometry(
-        height, width, image_size
+    new_height, new_width = fit_size(shape[0], shape[1], image_size)
+    # uint8 out: the in-memory cache holds a quarter of float32's bytes.
+    letterboxed, scale, pad = letterbox(
+        image, image_size, resized_size=(new_height, new_width), antialias=True, dtype="uint8"
     )
-    resized = transforms.resize_image(image, new_height, new_width, antialias=True)
-    letterboxed = tf.pad(
-        resized,
-        [
-            [pad_y, image_size - new_height - pad_y],
-            [pad_x, image_size - new_width - pad_x],
-            [0, 0],
-        ],
-        constant_values=transforms.GREY,
+    # Boxes are stored normalised to the original size.
+    boxes = _dense(element["boxes"]) * tf.cast(
+        tf.stack([new_width, new_height, new_width, new_height]), tf.float32
     )
-    letterboxed = tf.ensure_shape(letterboxed, [image_size, image_size, 3])
-    size = tf.cast(tf.stack([new_width, new_height, new_width, new_height]), tf.float32)
-    pad = tf.cast(tf.stack([pad_x, pad_y]), tf.float32)
     return {
         "image": letterboxed,
-        "boxes": _dense(element["boxes"]) * size + tf.tile(pad, [2]),
+        "boxes": boxes + tf.tile(pad, [2]),
         "classes": _dense(element["classes"]),
         "image_id": element["image_id"],
-        "original_size": tf.stack([height, width]),
-        "scale": tf.cast(
-            tf.stack([new_width / width, new_height / height]), tf.float32
-        ),
+        "original_size": tf.shape(image)[:2],
+        "scale": scale,
         "pad": pad,
     }
 
 
 def letterbox_to_original(boxes, scale, pad, original_size=None):
-    """Maps xyxy boxes from letterboxed pixels back to original pixels.
+    """Maps xyxy boxes from letterboxed pixels back to original pixels (NumPy).
+
+    `yolor_keras.data.letterbox.boxes_to_original` does the mapping; this
+    takes and returns NumPy arrays, for evaluation loops.
 
     Args:
         boxes: (N, 4) boxes of one image, or (B, N, 4) of a batch.
@@ -170,15 +216,7 @@ def letterbox_to_original(boxes, scale, pad, original_size=None):
         NumPy float32 boxes of the same shape, in original pixels.
     """
     boxes = np.asarray(boxes, np.float32)
-    # (x, y) -> (x, y, x, y), with an axis for the N boxes of each image.
-    scale = np.tile(np.asarray(scale, np.float32), 2)[..., None, :]
-    pad = np.tile(np.asarray(pad, np.float32), 2)[..., None, :]
-    original = (boxes - pad) / scale
-    if original_size is not None:
-        height_width = np.asarray(original_size, np.float32)
-        limit = np.tile(height_width[..., ::-1], 2)[..., None, :]
-        original = np.clip(original, 0.0, limit)
-    return original.reshape(boxes.shape)
+    return boxes_to_original(boxes, scale, pad, original_size).numpy()
 
 
 def _dense(value):
