@@ -12,7 +12,7 @@ from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "AugmentationRecipe": "recipe",
-    "boxes_to_original": "letterbox",
+    "boxes_to_original": "letterbox_ops",
     "build_dataset": "pipeline",
     "build_multi_task_dataset": "multi_task",
     "class_presence": "multi_task",
@@ -20,12 +20,12 @@ _EXPORTS = {
     "DatasetInfo": "pipeline",
     "DetectionSource": "records",
     "identities_from": "multi_task",
-    "letterbox": "letterbox",
+    "letterbox": "letterbox_ops",
     "letterbox_to_original": "image_decoding",
     "load_coco_file": "coco_reader",
     "load_source": "pipeline",
     "MultiTaskDatasetInfo": "multi_task",
-    "PAD_VALUE": "letterbox",
+    "PAD_VALUE": "letterbox_ops",
     "read_coco_json": "coco_reader",
     "read_image": "image_decoding",
     "read_identities": "multi_task",

@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from yolor_keras.data import exif
 from yolor_keras.data import transforms
-from yolor_keras.data.letterbox import boxes_to_original
-from yolor_keras.data.letterbox import fit_size
-from yolor_keras.data.letterbox import letterbox
+from yolor_keras.data.letterbox_ops import boxes_to_original
+from yolor_keras.data.letterbox_ops import fit_size
+from yolor_keras.data.letterbox_ops import letterbox
 
 
 def read_image(source, is_path=None, name=None):
@@ -203,7 +203,7 @@ def decode_for_evaluation(element, image_size):
 def letterbox_to_original(boxes, scale, pad, original_size=None):
     """Maps xyxy boxes from letterboxed pixels back to original pixels (NumPy).
 
-    `yolor_keras.data.letterbox.boxes_to_original` does the mapping; this
+    `yolor_keras.data.letterbox_ops.boxes_to_original` does the mapping; this
     takes and returns NumPy arrays, for evaluation loops.
 
     Args:

@@ -16,7 +16,7 @@ So a 640 x 480 (w x h) image at S = 1280 with stride 64 runs on a
 resized to long side S (the short side truncated, as the official loader
 does) and then centred on its batch's canvas with grey 114 padding, the odd
 pixel going right / bottom, by the project's one `letterbox`
-(`yolor_keras.data.letterbox`).
+(`yolor_keras.data.letterbox_ops`).
 
 Boxes are mapped back with the exact per-axis scale of the resize and the
 integer offsets at which the image was pasted.
@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from yolor_keras.data.image_decoding import read_image
-from yolor_keras.data.letterbox import centre_offsets
-from yolor_keras.data.letterbox import letterbox
+from yolor_keras.data.letterbox_ops import centre_offsets
+from yolor_keras.data.letterbox_ops import letterbox
 from yolor_keras.data.pipeline import DatasetInfo
 
 # The margin of the official evaluation canvas, in strides.

@@ -1,6 +1,6 @@
 """The inference letterbox: the project's one letterbox, as predictors call it.
 
-The pixels come from `yolor_keras.data.letterbox.letterbox` (shared with
+The pixels come from `yolor_keras.data.letterbox_ops.letterbox` (shared with
 evaluation and `YOLORImageConverter`); this module adds the input-size
 check and the scalar scale that the `Predictor` and the exported graphs
 map boxes back with.
@@ -8,8 +8,8 @@ map boxes back with.
 
 import tensorflow as tf
 
-from yolor_keras.data import letterbox as letterboxing
-from yolor_keras.data.letterbox import PAD_VALUE
+from yolor_keras.data import letterbox_ops
+from yolor_keras.data.letterbox_ops import PAD_VALUE
 
 __all__ = ["PAD_VALUE", "check_image_size", "letterbox"]
 
@@ -40,7 +40,7 @@ def letterbox(image, image_size, pad_value=PAD_VALUE):
     """Letterboxes one image into an S x S square, as the official `detect.py`.
 
     Bilinear without antialiasing (the official `cv2.INTER_LINEAR`); see
-    `yolor_keras.data.letterbox.letterbox` for the geometry.
+    `yolor_keras.data.letterbox_ops.letterbox` for the geometry.
 
     Args:
         image: `(height, width, 3)` uint8 (or float in [0, 255]) tensor.
@@ -56,7 +56,7 @@ def letterbox(image, image_size, pad_value=PAD_VALUE):
         An input pixel `p` maps to `p * scale + pad` in the output.
     """
     image = tf.ensure_shape(tf.convert_to_tensor(image), [None, None, 3])
-    letterboxed, _, pad = letterboxing.letterbox(image, image_size, pad_value=pad_value)
+    letterboxed, _, pad = letterbox_ops.letterbox(image, image_size, pad_value=pad_value)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     side = float(image_size)
     scale = tf.minimum(side / shape[0], side / shape[1])

@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
-from yolor_keras.data.letterbox import PAD_VALUE
-from yolor_keras.data.letterbox import boxes_to_original
-from yolor_keras.data.letterbox import letterbox
+from yolor_keras.data.letterbox_ops import PAD_VALUE
+from yolor_keras.data.letterbox_ops import boxes_to_original
+from yolor_keras.data.letterbox_ops import letterbox
 
 
 @keras.saving.register_keras_serializable(package="yolor_keras")
@@ -14,7 +14,7 @@ class YOLORImageConverter(keras.layers.Layer):
 
     A preprocessing layer, like Keras' own `Resizing` or keras-hub's
     `ImageConverter`: it runs TensorFlow ops (resize and pad through
-    `yolor_keras.data.letterbox.letterbox`, the project's one letterbox), so
+    `yolor_keras.data.letterbox_ops.letterbox`, the project's one letterbox), so
     it works in `tf.data` pipelines and inside exported TensorFlow graphs
     (SavedModel), not under the JAX or PyTorch backends' own tensors. It has
     no weights.
