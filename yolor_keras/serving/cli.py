@@ -71,7 +71,8 @@ def add_parser(subparsers):
         "--max-batch-size",
         type=_positive_int,
         default=defaults.DEFAULT_MAX_BATCH_SIZE,
-        help=f"Most images per request (default {defaults.DEFAULT_MAX_BATCH_SIZE}).",
+        help="Most images per request, and with --enable-batching per model call "
+        f"(default {defaults.DEFAULT_MAX_BATCH_SIZE}).",
     )
     group.add_argument(
         "--max-image-pixels",
@@ -105,7 +106,61 @@ def add_parser(subparsers):
         help="Seconds a request may wait for a turn or for pixel budget before HTTP 503 / "
         f"UNAVAILABLE (default {defaults.DEFAULT_QUEUE_TIMEOUT:g}).",
     )
+    batching = parser.add_argument_group(
+        "server-side batching",
+        "Run concurrent requests together, up to --max-batch-size images per model call "
+        "(TF Serving's --enable_batching and batching parameters). Each caller still gets "
+        "only its own results; every limit above still applies, and at most "
+        "--max-concurrent-requests requests can wait for a batch at once.",
+    )
+    batching.add_argument(
+        "--enable-batching",
+        action="store_true",
+        help="Batch concurrent requests (off by default).",
+    )
+    batching.add_argument(
+        "--batch-timeout-micros",
+        type=_non_negative_int,
+        default=None,
+        help="Microseconds the oldest queued request waits for others before a part-full "
+        "batch runs; implies --enable-batching (default 0: a batch holds what queued while "
+        "the model was busy, and a lone request never waits).",
+    )
+    batching.add_argument(
+        "--num-batch-threads",
+        type=_positive_int,
+        default=None,
+        help="Batches run at the same time; implies --enable-batching (default 1).",
+    )
     return parser
+
+
+def _non_negative_int(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
+def batching_from_args(args):
+    """The `BatchingOptions` of parsed `yolor serve` arguments, or None without batching."""
+    timeout, threads = args.batch_timeout_micros, args.num_batch_threads
+    if not (args.enable_batching or timeout is not None or threads is not None):
+        return None
+    from yolor_keras.serving.batching import DEFAULT_BATCH_TIMEOUT_MICROS
+    from yolor_keras.serving.batching import DEFAULT_NUM_BATCH_THREADS
+    from yolor_keras.serving.batching import BatchingOptions
+
+    return BatchingOptions(
+        max_batch_size=args.max_batch_size,
+        batch_timeout_micros=DEFAULT_BATCH_TIMEOUT_MICROS if timeout is None else timeout,
+        num_batch_threads=DEFAULT_NUM_BATCH_THREADS if threads is None else threads,
+    )
 
 
 def limits_from_args(args):
@@ -131,6 +186,7 @@ def run(args):
             grpc_port=args.grpc_port,
             threads=args.threads,
             limits=limits_from_args(args),
+            batching=batching_from_args(args),
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"yolor serve: {error}", file=sys.stderr)

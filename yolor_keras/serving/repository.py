@@ -79,11 +79,16 @@ def encoded_image_sizes(images):
 
 @dataclasses.dataclass
 class PreparedBatch:
-    """A checked request: its signature, input tensor and `decode_cost`."""
+    """A checked request: its signature, input tensor and `decode_cost`.
+
+    ``image_pixels`` holds each image's height x width, from which a
+    server-side batch of several requests computes its own `decode_cost`.
+    """
 
     signature_name: str
     tensor: tf.Tensor
     pixels: int
+    image_pixels: tuple = ()
 
 
 class ServedModel:
@@ -96,14 +101,17 @@ class ServedModel:
         limits: the `ServingLimits` requests are checked against.
         budget: the `PixelBudget` shared by every model of the server (a
             private one when None).
+        batcher: a `batching.Batcher` that `run` hands requests to, so that
+            concurrent ones run together; None runs each request alone.
     """
 
-    def __init__(self, name, version, path, limits=None, budget=None):
+    def __init__(self, name, version, path, limits=None, budget=None, batcher=None):
         self.name = name
         self.version = int(version)
         self.path = os.fspath(path)
         self.limits = limits or ServingLimits()
         self.budget = budget or PixelBudget(self.limits.max_inflight_pixels)
+        self.batcher = batcher
         self._loaded = tf.saved_model.load(self.path)
         self.signatures = dict(self._loaded.signatures)
         if DEFAULT_SIGNATURE not in self.signatures:
@@ -162,14 +170,24 @@ class ServedModel:
         self._signature(signature_name)
         spec = self.input_spec(signature_name)
         if spec.dtype == tf.string:
-            tensor, pixels = self._encoded_batch(images)
+            tensor, counts = self._encoded_batch(images)
         else:
-            tensor, pixels = self._pixel_batch(images, spec)
+            tensor, counts = self._pixel_batch(images, spec)
+        pixels = decode_cost(counts)
         if pixels > self.budget.capacity:
             raise RequestTooLarge(too_many_pixels_message(pixels, self.budget.capacity))
-        return PreparedBatch(signature_name, tensor, pixels)
+        return PreparedBatch(signature_name, tensor, pixels, tuple(counts))
 
     def run(self, prepared):
+        """Runs a `PreparedBatch`: through the batcher when there is one, else alone.
+
+        Either way the caller gets the outputs of its own images only.
+        """
+        if self.batcher is not None:
+            return self.batcher.run(self, prepared)
+        return self.run_unbatched(prepared)
+
+    def run_unbatched(self, prepared):
         """Runs a `PreparedBatch` once its pixels fit the budget (see `PixelBudget`)."""
         signature = self._signature(prepared.signature_name)
         with self.budget.reserve(prepared.pixels, self.limits.queue_timeout):
@@ -212,7 +230,7 @@ class ServedModel:
         for index, (height, width) in enumerate(encoded_image_sizes(images)):
             self._check_image_size(index, height, width)
             counts.append(height * width)
-        return tf.constant(list(images), tf.string), decode_cost(counts)
+        return tf.constant(list(images), tf.string), counts
 
     def _pixel_batch(self, images, spec):
         try:
@@ -231,8 +249,8 @@ class ServedModel:
             if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
                 raise BadRequest("Pixel values must be integers in [0, 255].")
             array = array.astype(np.uint8)
-        cost = decode_cost([array.shape[1] * array.shape[2]] * array.shape[0])
-        return tf.constant(array, spec.dtype), cost
+        counts = [array.shape[1] * array.shape[2]] * array.shape[0]
+        return tf.constant(array, spec.dtype), counts
 
 
 def _first_line(message):
@@ -264,9 +282,11 @@ class ModelRegistry:
         root: folder with ``NAME/VERSION/saved_model.pb`` inside.
         limits: the `ServingLimits` of every model (defaults when None).
         max_batch_size: shorthand for ``limits.max_batch_size``.
+        batcher: a `batching.Batcher` shared by every model (server-side
+            batching), or None.
     """
 
-    def __init__(self, root, limits=None, max_batch_size=None):
+    def __init__(self, root, limits=None, max_batch_size=None, batcher=None):
         self.root = os.fspath(root)
         self.limits = limits or ServingLimits()
         if max_batch_size is not None:
@@ -285,7 +305,7 @@ class ModelRegistry:
                 path = os.path.join(model_dir, version)
                 if version.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
                     versions[int(version)] = ServedModel(
-                        name, version, path, self.limits, self.budget
+                        name, version, path, self.limits, self.budget, batcher
                     )
             if versions:
                 self.models[name] = dict(sorted(versions.items()))

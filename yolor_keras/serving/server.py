@@ -347,6 +347,7 @@ def serve(
     max_batch_size=None,
     threads=8,
     limits=None,
+    batching=None,
 ):
     """Serves every exported model under `root` until interrupted.
 
@@ -367,6 +368,8 @@ def serve(
         limits: `ServingLimits` (body size, images per request, pixels per
             image and in flight, concurrent requests, queue timeout);
             defaults when None.
+        batching: `batching.BatchingOptions` to run concurrent requests
+            together (server-side batching), or None to run each alone.
     """
     import dataclasses
 
@@ -376,7 +379,15 @@ def serve(
     if max_batch_size is not None:
         limits = dataclasses.replace(limits, max_batch_size=max_batch_size)
     kserve = _import_kserve()
-    registry = ModelRegistry(root, limits=limits)
+    batcher = None
+    if batching is not None:
+        from yolor_keras.serving.batching import Batcher
+
+        batcher = Batcher(batching, limits.max_inflight_pixels)
+        # A thread waits on each request queued for a batch, so fewer
+        # threads than admitted requests would cap the batches at `threads`.
+        threads = max(threads, limits.max_concurrent_requests)
+    registry = ModelRegistry(root, limits=limits, batcher=batcher)
     executor = futures.ThreadPoolExecutor(max_workers=threads)
     models = [
         build_detection_model(kserve, served, executor)
@@ -426,9 +437,18 @@ def serve(
         + (f" and gRPC {host}:{grpc_port}" if grpc_server else ""),
         flush=True,
     )
+    if batching is not None:
+        print(
+            f"Batching concurrent requests: up to {batching.max_batch_size} images per model "
+            f"call, {batching.batch_timeout_micros} us timeout, "
+            f"{batching.num_batch_threads} batch thread(s)",
+            flush=True,
+        )
     try:
         server.start(models)
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=2)
         executor.shutdown(wait=False)
+        if batcher is not None:
+            batcher.close()
