@@ -13,7 +13,9 @@ import math
 
 import tensorflow as tf
 
-GREY = 114  # the official padding value, on the 0-255 scale
+from yolor_keras.data.letterbox_ops import PAD_VALUE
+
+GREY = PAD_VALUE  # the official padding value, on the 0-255 scale (one constant)
 
 
 def paste_tile(image, height, width, offset_x, offset_y, region):
