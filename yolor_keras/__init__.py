@@ -22,15 +22,16 @@ __version__ = "0.1.0"
 # Every module that registers a class with `keras.saving`; a test checks the
 # list against the source tree.
 SERIALIZABLE_MODULES = (
+    "layers.anchor_split",
+    "layers.channel_affine",
     "layers.implicit_add",
     "layers.implicit_concat",
     "layers.implicit_multiply",
+    "layers.input_size_check",
+    "layers.nms",
+    "layers.reorg",
     "losses.multi_task",
     "losses.yolor_loss",
-    "models.anchor_split",
-    "models.channel_affine",
-    "models.input_size_check",
-    "models.reorg",
     "models.yolor_backbone",
     "models.yolor_detector",
     "models.yolor_head",

@@ -6,7 +6,7 @@ import pytest
 from yolor_keras.evaluation import COCO_CATEGORY_IDS
 from yolor_keras.evaluation import COCO_EVAL_NMS
 from yolor_keras.evaluation import COCOEvaluator
-from yolor_keras.inference import non_max_suppression
+from yolor_keras.layers import non_max_suppression
 from yolor_keras.inference import scale_boxes_to_original
 
 INPUT_SIZE = 320

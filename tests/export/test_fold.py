@@ -11,7 +11,7 @@ from yolor_keras.export.folding import fold
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.layers import ImplicitMultiply
-from yolor_keras.models import ChannelAffine
+from yolor_keras.layers import ChannelAffine
 from yolor_keras.models import YOLORDetector
 
 TINY = {"num_classes": 3, "width_multiplier": 0.125, "depth_multiplier": 0.33}

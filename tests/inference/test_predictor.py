@@ -9,7 +9,7 @@ from deployment_helper import tiny_detector
 
 from yolor_keras.inference import Predictor
 from yolor_keras.inference import letterbox
-from yolor_keras.inference import non_max_suppression
+from yolor_keras.layers import non_max_suppression
 from yolor_keras.inference import read_image
 from yolor_keras.models import decode_predictions
 

@@ -13,7 +13,7 @@ from yolor_keras.evaluation.protocol import PROTOCOLS
 from yolor_keras.evaluation.protocol import default_image_size
 from yolor_keras.evaluation.rect_batches import build_rect_batches
 from yolor_keras.evaluation.rect_batches import round_image_size
-from yolor_keras.inference.postprocess import non_max_suppression
+from yolor_keras.layers.nms import non_max_suppression
 from yolor_keras.models import decode_predictions
 
 

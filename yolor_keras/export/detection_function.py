@@ -9,7 +9,7 @@ predictions, or, with NMS in the graph, padded detections in input pixels.
 import numpy as np
 import tensorflow as tf
 
-from yolor_keras.inference.postprocess import non_max_suppression
+from yolor_keras.layers.nms import non_max_suppression
 from yolor_keras.inference.predictor import detector_geometry
 
 # Output names of a graph with NMS: (batch, max_det, 4) x1y1x2y2 input

@@ -46,7 +46,7 @@ from yolor_keras.export.saved_model import check_saved_model
 from yolor_keras.export.saved_model import write_metadata
 from yolor_keras.inference.letterboxing import check_image_size
 from yolor_keras.inference.letterboxing import letterbox
-from yolor_keras.inference.postprocess import non_max_suppression
+from yolor_keras.layers.nms import non_max_suppression
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 from yolor_keras.layers import fold_batchnorm
 from yolor_keras.layers import fold_implicit_conv1x1

@@ -6,7 +6,6 @@ _EXPORTS = {
     "BasePredictor": "predictor",
     "letterbox": "letterboxing",
     "load_detector": "predictor",
-    "non_max_suppression": "postprocess",
     "Predictor": "predictor",
     "read_image": "predictor",
     "scale_boxes_to_original": "postprocess",

@@ -15,7 +15,7 @@ import tensorflow as tf
 from yolor_keras.data import image_decoding
 from yolor_keras.inference.letterboxing import check_image_size
 from yolor_keras.inference.letterboxing import letterbox
-from yolor_keras.inference.postprocess import non_max_suppression
+from yolor_keras.layers.nms import non_max_suppression
 from yolor_keras.inference.postprocess import scale_boxes_to_original
 
 

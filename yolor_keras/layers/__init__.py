@@ -1,8 +1,10 @@
-"""YOLOR's implicit-knowledge layers and their deploy-time folds."""
+"""Every Keras layer of the package: implicit knowledge and its folds, the structural layers."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
+    "AnchorSplit": "anchor_split",
+    "ChannelAffine": "channel_affine",
     "fold_batchnorm": "fold",
     "fold_implicit_conv1x1": "fold",
     "FORMS": "implicit_knowledge",
@@ -10,6 +12,10 @@ _EXPORTS = {
     "ImplicitConcat": "implicit_concat",
     "ImplicitKnowledge": "implicit_knowledge",
     "ImplicitMultiply": "implicit_multiply",
+    "InputSizeCheck": "input_size_check",
+    "non_max_suppression": "nms",
+    "NonMaxSuppression": "nms",
+    "ReOrg": "reorg",
     "YOLORImageConverter": "image_converter",
 }
 

@@ -107,30 +107,32 @@ class ImplicitKnowledge(keras.layers.Layer):
                 initializer=keras.initializers.RandomNormal(self.mean, self.stddev),
             )
         elif self.form == "network":
-            # z0 starts at ones and W at N(0, stddev / sqrt(d)), so each output
-            # channel is a sum of d terms with variance stddev² / d: the
-            # produced vector has the plain form's spread from the first step.
+            # z = z0 W. A gradient step moves z by about lr * |z0|^2 * dL/dz,
+            # so z0 starts at 1 / sqrt(d) (|z0| = 1): every form then steps
+            # like the plain vector at the same learning rate (with z0 at
+            # ones the step is d times larger and YOLOR's rate diverges).
+            # W starts at N(0, stddev), so z has the plain form's spread.
             self.prior = self.add_weight(
-                name="prior", shape=(self.prior_dim,), initializer="ones"
+                name="prior",
+                shape=(self.prior_dim,),
+                initializer=keras.initializers.Constant(1.0 / math.sqrt(self.prior_dim)),
             )
             self.projection = self.add_weight(
                 name="projection",
                 shape=(self.prior_dim, size),
-                initializer=keras.initializers.RandomNormal(
-                    0.0, self.stddev / math.sqrt(self.prior_dim)
-                ),
+                initializer=keras.initializers.RandomNormal(0.0, self.stddev),
             )
         else:
-            # Same reasoning with k basis vectors and coefficients at one.
+            # Same reasoning with k basis vectors and unit-norm coefficients.
             self.coefficients = self.add_weight(
-                name="coefficients", shape=(self.num_basis,), initializer="ones"
+                name="coefficients",
+                shape=(self.num_basis,),
+                initializer=keras.initializers.Constant(1.0 / math.sqrt(self.num_basis)),
             )
             self.basis = self.add_weight(
                 name="basis",
                 shape=(self.num_basis, size),
-                initializer=keras.initializers.RandomNormal(
-                    0.0, self.stddev / math.sqrt(self.num_basis)
-                ),
+                initializer=keras.initializers.RandomNormal(0.0, self.stddev),
             )
 
     def implicit_vector(self):

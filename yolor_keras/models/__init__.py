@@ -3,17 +3,13 @@
 from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
-    "AnchorSplit": "anchor_split",
-    "ChannelAffine": "channel_affine",
     "decode_predictions": "decode",
     "get_preset": "yolor_presets",
-    "InputSizeCheck": "input_size_check",
     "iter_layers": "layer_walk",
     "keras_name": "graph_plan",
     "make_plan": "yolor_presets",
     "module_path": "graph_plan",
     "PRESETS": "yolor_presets",
-    "ReOrg": "reorg",
     "YOLORBackbone": "yolor_backbone",
     "YOLORDetector": "yolor_detector",
     "YOLORHead": "yolor_head",

@@ -13,10 +13,10 @@ import keras
 
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitMultiply
-from yolor_keras.models.anchor_split import AnchorSplit
-from yolor_keras.models.channel_affine import ChannelAffine
+from yolor_keras.layers.anchor_split import AnchorSplit
+from yolor_keras.layers.channel_affine import ChannelAffine
 from yolor_keras.models.graph_plan import keras_name
-from yolor_keras.models.reorg import ReOrg
+from yolor_keras.layers.reorg import ReOrg
 
 # PyTorch's BatchNorm momentum 0.03 (both branches) is Keras' 0.97.
 BATCHNORM_MOMENTUM = 0.97

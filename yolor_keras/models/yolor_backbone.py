@@ -3,7 +3,7 @@
 import keras
 
 from yolor_keras.models.graph_builder import build_nodes
-from yolor_keras.models.input_size_check import InputSizeCheck
+from yolor_keras.layers.input_size_check import InputSizeCheck
 from yolor_keras.models.model_config import image_shape
 from yolor_keras.models.model_config import plain_copy
 from yolor_keras.models.yolor_presets import make_plan

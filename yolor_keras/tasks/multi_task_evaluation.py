@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from yolor_keras.data.image_decoding import letterbox_to_original
 from yolor_keras.evaluation import COCO_EVAL_NMS
 from yolor_keras.evaluation import COCOEvaluator
-from yolor_keras.inference.postprocess import non_max_suppression
+from yolor_keras.layers.nms import non_max_suppression
 
 
 def multilabel_average_precision(targets, scores):

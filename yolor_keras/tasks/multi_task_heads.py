@@ -25,7 +25,7 @@ import keras
 
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitMultiply
-from yolor_keras.models import AnchorSplit
+from yolor_keras.layers import AnchorSplit
 from yolor_keras.models import keras_name
 from yolor_keras.models.graph_builder import build_nodes
 from yolor_keras.models.graph_builder import fold_steps

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from yolor_keras.inference import non_max_suppression
+from yolor_keras.layers import non_max_suppression
 from yolor_keras.inference import scale_boxes_to_original
 
 
@@ -287,3 +287,24 @@ def test_letterbox_mapping_uses_per_image_parameters_in_a_batch():
         scale_boxes_to_original(boxes, 1.0, [1.0, 2.0, 3.0], (10, 10))
     with pytest.raises(ValueError, match="boxes"):
         scale_boxes_to_original(np.zeros((2, 5)), 1.0, (0, 0), (10, 10))
+
+
+def test_layer_applies_its_settings_and_round_trips_its_config():
+    from yolor_keras.layers import NonMaxSuppression
+
+    rng = np.random.default_rng(4)
+    decoded = np.concatenate(
+        [rng.uniform(20, 100, (2, 50, 4)), rng.uniform(0, 1, (2, 50, 4))], axis=-1
+    ).astype("float32")
+    layer = NonMaxSuppression(conf_threshold=0.1, iou_threshold=0.5, max_detections=7, multi_label=True)
+    expected = non_max_suppression(
+        decoded, conf_threshold=0.1, iou_threshold=0.5, max_detections=7, multi_label=True
+    )
+    restored = NonMaxSuppression.from_config(layer.get_config())
+    for candidate in (layer, restored):
+        got = candidate(decoded)
+        for name in ("boxes", "scores", "classes", "num_detections"):
+            np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
+    assert got["boxes"].shape == (2, 7, 4)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        NonMaxSuppression(iou_threshold=1.5)

@@ -9,10 +9,10 @@ from layer_test_helper import check_output_shapes
 from layer_test_helper import check_saving
 from layer_test_helper import run_layer_test
 
-from yolor_keras.models import AnchorSplit
-from yolor_keras.models import ChannelAffine
-from yolor_keras.models import InputSizeCheck
-from yolor_keras.models import ReOrg
+from yolor_keras.layers import AnchorSplit
+from yolor_keras.layers import ChannelAffine
+from yolor_keras.layers import InputSizeCheck
+from yolor_keras.layers import ReOrg
 
 
 def test_reorg_uses_the_official_block_order():
