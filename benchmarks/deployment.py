@@ -84,10 +84,10 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
     from yolor_keras.export import export_tflite
     from yolor_keras.export import fold
     from yolor_keras.inference import Predictor
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
 
     print(f"\n== {name} @ {image_size} ==", flush=True)
-    detector = YOLORDetector.from_preset(name, num_classes=80)
+    detector = YOLORObjectDetector.from_preset(name, num_classes=80)
     folded = fold(detector)
     # Exports take the folded model (a training-form one would be folded
     # again for each). ONNX goes first: tf2onnx needs the most memory

@@ -19,7 +19,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from yolor_keras.inference.letterboxing import letterbox
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 
 
 def scene(height, width, seed=0):
@@ -99,7 +99,7 @@ def tiny_detector(preset="yolor_p6", num_classes=3, seed=0, image_size=128):
         image_size: side of the images its BatchNorm statistics come from.
     """
     keras.utils.set_random_seed(seed)
-    detector = YOLORDetector.from_preset(
+    detector = YOLORObjectDetector.from_preset(
         preset, num_classes=num_classes, width_multiplier=0.125, depth_multiplier=0.33
     )
     # Letterboxed scenes of assorted shapes, grey padding included, as the

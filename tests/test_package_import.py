@@ -64,7 +64,7 @@ def test_any_subpackage_imports_first_and_registers_every_class(tmp_path):
             import keras
             names = keras.saving.get_custom_objects()
             print(all(f"yolor_keras>{{name}}" in names
-                      for name in ("ImplicitAdd", "YOLORDetector", "YOLORObjectDetector")))
+                      for name in ("ImplicitAdd", "YOLORObjectDetector", "YOLORObjectDetector")))
             """,
             tmp_path,
         )

@@ -62,7 +62,7 @@ def model_stage(weights=None, image_size=640):
     import tensorflow as tf
 
     from yolor_keras.inference import Predictor
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
 
     _header("1. YOLOR-P6: implicit knowledge in a functional Keras model")
     if weights:
@@ -71,7 +71,7 @@ def model_stage(weights=None, image_size=640):
         detector = convert_checkpoint(weights, "yolor_p6")
         print(f"Converted official weights from {weights}.")
     else:
-        detector = YOLORDetector.from_preset("yolor_p6", num_classes=80)
+        detector = YOLORObjectDetector.from_preset("yolor_p6", num_classes=80)
         print("Random weights (pass --weights yolor_p6.pt for the official ones).")
     detector.summary(line_length=100)
     print(f"Parameters: {detector.count_params():,}")

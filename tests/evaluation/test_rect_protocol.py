@@ -421,10 +421,10 @@ def test_a_real_tiny_model_runs_through_the_official_protocol(dataset, tmp_path)
     """No stand-in: a random tiny YOLOR-P6 through rect batches of several
     canvas shapes; its (poor) scores still equal pycocotools on the file."""
     from yolor_keras.data import read_coco_json
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
 
     _, path, coco, _ = dataset
-    model = YOLORDetector.from_preset(
+    model = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
     source = read_coco_json(path, verbose=False)

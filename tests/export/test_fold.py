@@ -12,7 +12,7 @@ from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.layers import ImplicitMultiply
 from yolor_keras.layers import ChannelAffine
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 
 TINY = {"num_classes": 3, "width_multiplier": 0.125, "depth_multiplier": 0.33}
 FIXTURES = pathlib.Path(
@@ -31,7 +31,7 @@ def all_layers(model):
 
 def randomised(name, seed=0):
     """A tiny detector whose BatchNorms and implicit vectors are far from identity."""
-    model = YOLORDetector.from_preset(name, **TINY)
+    model = YOLORObjectDetector.from_preset(name, **TINY)
     rng = np.random.default_rng(seed)
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -97,10 +97,10 @@ def test_folded_model_saves_and_loads(tmp_path):
 
 
 def test_fold_rejects_deploy_models_and_other_objects():
-    deploy = YOLORDetector.from_preset("yolor_csp", deploy=True, **TINY)
+    deploy = YOLORObjectDetector.from_preset("yolor_csp", deploy=True, **TINY)
     with pytest.raises(ValueError, match="already in deploy form"):
         fold(deploy)
-    with pytest.raises(ValueError, match="needs a YOLORDetector"):
+    with pytest.raises(ValueError, match="needs a YOLORObjectDetector"):
         fold(keras.Sequential([keras.layers.Dense(2)]))
 
 

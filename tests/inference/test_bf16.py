@@ -21,7 +21,7 @@ from deployment_helper import tiny_detector
 from tensorflow.core.protobuf import saved_model_pb2
 
 from yolor_keras.cli import main
-from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.folding import deploy_form
 from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.predictor import Predictor
 from yolor_keras.inference.predictor import with_precision

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 
 from yolor_keras.losses import YOLORLoss
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 
 IMAGE = 128
 
 
 def _detector(name):
-    return YOLORDetector.from_preset(
+    return YOLORObjectDetector.from_preset(
         name, num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=IMAGE
     )
 

@@ -1,4 +1,4 @@
-"""YOLORDetector: shapes, official names and counts, input checks, saving."""
+"""YOLORObjectDetector: shapes, official names and counts, input checks, saving."""
 
 import math
 import os
@@ -11,7 +11,7 @@ from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitMultiply
 from yolor_keras.models import PRESETS
 from yolor_keras.models import YOLORBackbone
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 
 TINY = {"num_classes": 3, "width_multiplier": 0.125, "depth_multiplier": 0.33}
 # Official anchors in pixels (cfg / YAML files), per level.
@@ -45,7 +45,7 @@ def official_parameter_count(model):
 
 @pytest.fixture(scope="module")
 def p6_seven_classes():
-    return YOLORDetector.from_preset("yolor_p6", num_classes=7, width_multiplier=0.25)
+    return YOLORObjectDetector.from_preset("yolor_p6", num_classes=7, width_multiplier=0.25)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def p6_seven_classes():
     [("yolor_p6", 37_265_016), ("yolor_csp", 52_923_994), ("yolor_p6_paper", 37_270_264)],
 )
 def test_parameter_counts_match_official(name, expected):
-    model = YOLORDetector.from_preset(name)  # nc=80, full size
+    model = YOLORObjectDetector.from_preset(name)  # nc=80, full size
     count = official_parameter_count(model)
     assert count == expected
     assert count == sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -62,7 +62,7 @@ def test_parameter_counts_match_official(name, expected):
 # One variant per structure; test_full_size_variants.py (slow) runs all eight.
 @pytest.mark.parametrize("name", ["yolor_csp_x", "yolor_p6", "yolor_e6_paper"])
 def test_tiny_variant_outputs_and_structure(name):
-    model = YOLORDetector.from_preset(name, **TINY)
+    model = YOLORObjectDetector.from_preset(name, **TINY)
     main = PRESETS[name]["architecture"]["branch"] == "main"
     levels = 3 if name.startswith("yolor_csp") else 4
     assert model.strides == [8, 16, 32, 64][:levels]
@@ -146,24 +146,24 @@ def test_wrong_image_sizes_get_a_clear_error(p6_seven_classes):
     with pytest.raises(ValueError, match="Image height 96 is not a multiple of 64"):
         p6_seven_classes(np.zeros((1, 96, 128, 3), "float32"))
     with pytest.raises(ValueError, match="Image width 100 is not a multiple of 32"):
-        YOLORDetector.from_preset("yolor_csp", image_size=(64, 100), **TINY)
+        YOLORObjectDetector.from_preset("yolor_csp", image_size=(64, 100), **TINY)
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="Unknown YOLOR preset 'yolor_p7'"):
-        YOLORDetector.from_preset("yolor_p7")
+        YOLORObjectDetector.from_preset("yolor_p7")
     with pytest.raises(ValueError, match="num_classes"):
-        YOLORDetector.from_preset("yolor_p6", num_classes=0)
+        YOLORObjectDetector.from_preset("yolor_p6", num_classes=0)
     with pytest.raises(ValueError, match="width_multiplier"):
-        YOLORDetector.from_preset("yolor_p6", width_multiplier=0)
+        YOLORObjectDetector.from_preset("yolor_p6", width_multiplier=0)
 
 
 def test_keras_file_round_trip(tmp_path):
-    model = YOLORDetector.from_preset("yolor_p6_paper", image_size=64, **TINY)
+    model = YOLORObjectDetector.from_preset("yolor_p6_paper", image_size=64, **TINY)
     path = os.path.join(tmp_path, "tiny.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert type(restored) is YOLORDetector
+    assert type(restored) is YOLORObjectDetector
     assert restored.get_config() == model.get_config()
     assert [layer.name for layer in all_layers(restored)] == [
         layer.name for layer in all_layers(model)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 
 # Official counts (model.parameters(), nc=80) where they are known exactly;
 # otherwise the published figure in millions (README of the official repo).
@@ -21,7 +21,7 @@ PUBLISHED_MILLIONS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted({**EXACT, **PUBLISHED_MILLIONS}))
 def test_full_size_variant(name):
-    model = YOLORDetector.from_preset(name)
+    model = YOLORObjectDetector.from_preset(name)
     count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     if name in EXACT:
         assert count == EXACT[name]

@@ -13,16 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.models.graph_plan import keras_name
-from yolor_keras.models.yolor_head import prior_bias
+from yolor_keras.models.heads import prior_bias
 from yolor_keras.models.yolor_presets import make_plan
 
 
 @pytest.fixture(scope="module")
 def full_p6():
     keras.utils.set_random_seed(0)
-    return YOLORDetector.from_preset("yolor_p6", num_classes=80)
+    return YOLORObjectDetector.from_preset("yolor_p6", num_classes=80)
 
 
 def _convs(model):

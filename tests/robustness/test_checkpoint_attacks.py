@@ -459,7 +459,7 @@ def test_sizes_a_file_claims_are_bounded_before_the_model_is_built(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built from the file's claimed sizes")
 
-    monkeypatch.setattr(convert_module, "YOLORDetector", no_model)
+    monkeypatch.setattr(convert_module, "YOLORObjectDetector", no_model)
     with pytest.raises(ValueError, match=message) as error:
         convert_checkpoint(path, "yolor_csp")
     assert str(path) in str(error.value)

@@ -14,7 +14,7 @@ from yolor_keras.layers import ImplicitMultiply
 from yolor_keras.losses import MultiLabelBinaryCrossentropy
 from yolor_keras.losses import SupervisedContrastiveLoss
 from yolor_keras.losses import YOLORLoss
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.models import make_plan
 from yolor_keras.tasks import YOLORMultiTask
 
@@ -205,7 +205,7 @@ def test_keras_file_round_trip(tmp_path):
 @pytest.mark.parametrize("forms", [{"add": None, "multiply": "vector"}, None])
 def test_detection_head_reproduces_a_detector_with_its_weights(forms):
     keras.utils.set_random_seed(3)
-    detector = YOLORDetector.from_preset("yolor_p6", num_classes=NUM_CLASSES, **TINY)
+    detector = YOLORObjectDetector.from_preset("yolor_p6", num_classes=NUM_CLASSES, **TINY)
     perturb_implicit(detector)
     model = tiny_model(heads=["detection", "classification"], implicit={"detection": forms})
     model.load_detector_weights(detector)
@@ -218,7 +218,7 @@ def test_detection_head_reproduces_a_detector_with_its_weights(forms):
 
 
 def test_detector_weights_do_not_fit_another_form_or_size():
-    detector = YOLORDetector.from_preset("yolor_p6", num_classes=NUM_CLASSES, **TINY)
+    detector = YOLORObjectDetector.from_preset("yolor_p6", num_classes=NUM_CLASSES, **TINY)
     with pytest.raises(ValueError, match="'network' form"):
         tiny_model(implicit="network").load_detector_weights(detector)
     with pytest.raises(ValueError, match="num_classes"):

@@ -40,7 +40,7 @@ def main(mode, out_path):
         )
     import keras
 
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training import YOLORSGD
     from yolor_keras.training.distribute import select_strategy
@@ -53,7 +53,7 @@ def main(mode, out_path):
     }[mode]()
     keras.utils.set_random_seed(7)
     with strategy.scope():
-        detector = YOLORDetector.from_preset(
+        detector = YOLORObjectDetector.from_preset(
             "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
         )
         task = YOLORObjectDetector(detector, loss_scale=float(GLOBAL_BATCH))

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import YOLORSGD
 from yolor_keras.training.ema import average_batchnorm_statistics
@@ -106,7 +105,7 @@ def test_statistics_must_be_registered_before_the_optimizer_is_built():
 @pytest.fixture(scope="module")
 def tiny_task():
     keras.utils.set_random_seed(1)
-    detector = YOLORDetector.from_preset(
+    detector = YOLORObjectDetector.from_preset(
         "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
     )
     task = YOLORObjectDetector(detector, loss_scale=2.0)

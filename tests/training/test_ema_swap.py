@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from yolor_keras.evaluation import evaluate_detector as evaluate_module
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import YOLORSGD
 from yolor_keras.training.callbacks import COCOEvaluationCallback
@@ -34,7 +33,7 @@ def _values(variables):
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(4)
-    detector = YOLORDetector.from_preset(
+    detector = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
     task = YOLORObjectDetector(detector)
@@ -130,7 +129,7 @@ def test_saved_detector_holds_the_ema_values(trained, tmp_path):
     raw = _values(task.detector.weights)
     path = save_ema_detector(task, str(tmp_path / "model.keras"))
     saved = keras.saving.load_model(path)
-    assert isinstance(saved, YOLORDetector)
+    assert isinstance(saved, YOLORObjectDetector)
     assert [v.path for v in saved.weights] == [v.path for v in task.detector.weights]
     for original, restored in zip(task.detector.weights, saved.weights):
         np.testing.assert_allclose(

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from yolor_keras.losses import YOLORLoss
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import YOLORSGD
 from yolor_keras.training.optimizer import build_optimizer
@@ -34,7 +33,7 @@ RECIPE = recipe_from_dict({"loss": LOSS, "optimizer": OPTIMIZER}, source="test r
 @pytest.fixture(scope="module")
 def detector():
     keras.utils.set_random_seed(0)
-    return YOLORDetector.from_preset(
+    return YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
 

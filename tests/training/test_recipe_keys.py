@@ -16,7 +16,6 @@ import pytest
 import tensorflow as tf
 
 from yolor_keras.data import augment
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import build_optimizer
 from yolor_keras.training.recipe import Recipe
@@ -127,7 +126,7 @@ def test_optimizer_key_changes_training(key):
 @pytest.fixture(scope="module")
 def detector():
     keras.utils.set_random_seed(0)
-    return YOLORDetector.from_preset(
+    return YOLORObjectDetector.from_preset(
         "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
     )
 

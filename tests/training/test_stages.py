@@ -197,7 +197,7 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
     """One boundary, fast: a checkpoint after 2 epochs of 3 batches, continued as a 9-mosaic tune stage to 8 epochs."""
     import types
 
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training.callbacks import optimizer_counters
     from yolor_keras.training.callbacks import save_checkpoint
@@ -207,7 +207,7 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
     from yolor_keras.training.trainer import stage_recipe
 
     keras.utils.set_random_seed(0)
-    detector = YOLORDetector.from_preset(
+    detector = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
     )
     previous = YOLORObjectDetector.from_recipe(detector, Recipe(), loss_scale=4, class_names=["a", "b"])

@@ -1,4 +1,4 @@
-"""`convert_checkpoint`: an official YOLOR ``.pt`` file -> a Keras `YOLORDetector`."""
+"""`convert_checkpoint`: an official YOLOR ``.pt`` file -> a Keras `YOLORObjectDetector`."""
 
 import os
 import re
@@ -8,7 +8,7 @@ from yolor_keras.convert.checkpoint import read_checkpoint
 from yolor_keras.convert.weight_mapping import check_anchors
 from yolor_keras.convert.weight_mapping import load_official_weights
 from yolor_keras.models import PRESETS
-from yolor_keras.models import YOLORDetector
+from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.models import get_preset
 from yolor_keras.models import make_plan
 from yolor_keras.models.darknet_architecture import darknet_blocks
@@ -206,7 +206,7 @@ def convert_checkpoint(
     width_multiplier=None,
     depth_multiplier=None,
 ):
-    """Converts an official YOLOR checkpoint into a Keras `YOLORDetector`.
+    """Converts an official YOLOR checkpoint into a Keras `YOLORObjectDetector`.
 
     Reads both official formats without the official code (see
     `restricted_pickle`): main-branch state_dicts (float32) and paper-branch
@@ -225,7 +225,7 @@ def convert_checkpoint(
         depth_multiplier: main branch only; None means 1.0.
 
     Returns:
-        The `YOLORDetector` with the checkpoint's weights.
+        The `YOLORObjectDetector` with the checkpoint's weights.
 
     Raises:
         ValueError: for a file that is not a YOLOR checkpoint, a checkpoint
@@ -287,7 +287,7 @@ def convert_checkpoint(
             raise ValueError(
                 f"'{path}' does not hold a {model_name} model; its weights match {matches}."
             )
-    detector = YOLORDetector(
+    detector = YOLORObjectDetector.from_architecture(
         architecture,
         num_classes=found_classes,
         width_multiplier=width,

@@ -22,7 +22,7 @@ def detection_function(model, nms=COCO_EVAL_NMS):
 
     Args:
         model: anything with ``anchors``, ``strides`` and a call returning raw
-            head outputs (`YOLORDetector`, `YOLORObjectDetector`).
+            head outputs (`YOLORObjectDetector`, `YOLORObjectDetector`).
         nms: keyword arguments of `non_max_suppression`.
     """
     anchors, strides = model.anchors, model.strides
@@ -105,7 +105,7 @@ def evaluate_detector(
     default. Only the images in the batches are scored.
 
     Args:
-        model: a `YOLORDetector` or `YOLORObjectDetector`.
+        model: a `YOLORObjectDetector` or `YOLORObjectDetector`.
         dataset: evaluation batches: `build_dataset(..., training=False)`
             (square) or `evaluation_batches` (either protocol).
         info: its `DatasetInfo`.

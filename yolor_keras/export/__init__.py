@@ -6,6 +6,7 @@ _EXPORTS = {
     "export_onnx": "onnx",
     "export_saved_model": "saved_model",
     "export_tflite": "litert",
+    "deploy_form": "folding",
     "fold": "folding",
     "LiteRTPredictor": "file_predictors",
     "ONNXPredictor": "file_predictors",

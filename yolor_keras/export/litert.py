@@ -22,7 +22,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from yolor_keras.atomic import write_file_atomically
-from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.folding import deploy_form
 from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
 from yolor_keras.export.detection_function import check_finite_outputs
@@ -95,7 +95,7 @@ def export_tflite(
     """Exports a detector to a `.tflite` file.
 
     Args:
-        model: a `YOLORDetector` (a folded copy is exported).
+        model: a `YOLORObjectDetector` (a folded copy is exported).
         filepath: output path ending in ``.tflite``.
         image_size: side of the square input; a multiple of the largest
             stride.

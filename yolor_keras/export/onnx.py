@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from yolor_keras.atomic import write_file_atomically
-from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.folding import deploy_form
 from yolor_keras.export.detection_function import DECODED_OUTPUT
 from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import NMS_OUTPUTS
@@ -61,7 +61,7 @@ def export_onnx(
     """Exports a detector to an ONNX file (see the module docstring).
 
     Args:
-        model: a `YOLORDetector` (a folded copy is exported).
+        model: a `YOLORObjectDetector` (a folded copy is exported).
         filepath: output path ending in ``.onnx``.
         image_size: side of the square input; a multiple of the largest
             stride. The batch size stays dynamic.

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from yolor_keras.atomic import write_directory_atomically
 from yolor_keras.data.exif import decode_image
-from yolor_keras.export.deploy_form import deploy_form
+from yolor_keras.export.folding import deploy_form
 from yolor_keras.export.detection_function import ExportCheckError
 from yolor_keras.export.detection_function import check_finite_outputs
 from yolor_keras.export.image_header import DEFAULT_MAX_IMAGE_PIXELS
@@ -100,7 +100,7 @@ def export_saved_model(
     leaves any previous `export_dir` as it was.
 
     Args:
-        model: a `YOLORDetector` (training or deploy form; a folded copy is
+        model: a `YOLORObjectDetector` (training or deploy form; a folded copy is
             exported).
         export_dir: the version folder to write, e.g. from
             `serving_directory("saved_models", "yolor_p6", 1)`.

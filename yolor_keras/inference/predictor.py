@@ -157,7 +157,7 @@ def detector_geometry(model):
     if missing:
         raise ValueError(
             f"The model {getattr(model, 'name', model)!r} lacks the detector "
-            f"attribute(s) {missing}; build it with `YOLORDetector`."
+            f"attribute(s) {missing}; build it with `YOLORObjectDetector`."
         )
     strides = [int(stride) for stride in model.strides]
     anchors = np.asarray(model.anchors, np.float32)
@@ -207,7 +207,7 @@ def with_precision(model, precision):
     and NMS run in float32.
 
     Args:
-        model: a `YOLORDetector` (training or deploy form).
+        model: a `YOLORObjectDetector` (training or deploy form).
         precision: "fp32" or "bf16".
 
     Returns:
@@ -243,7 +243,7 @@ class Predictor(BasePredictor):
     mapped back to the original image.
 
     Args:
-        model: a `YOLORDetector` (or any model with its raw-output contract
+        model: a `YOLORObjectDetector` (or any model with its raw-output contract
             and `num_classes`, `strides`, `anchors` attributes).
         class_names: list of names; None takes the detector's own
             `class_names`, or "0", "1", ... when it has none.
@@ -261,7 +261,7 @@ class Predictor(BasePredictor):
 
     Example:
     ```python
-    detector = YOLORDetector.from_preset("yolor_p6")
+    detector = YOLORObjectDetector.from_preset("yolor_p6")
     predictor = Predictor(detector, image_size=640)
     [result] = predictor.predict(["street.jpg"])
     result["boxes"], result["class_names"]

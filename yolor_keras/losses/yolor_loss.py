@@ -169,7 +169,7 @@ class YOLORLoss(keras.losses.Loss):
 
         Args:
             detector: a model with ``anchors``, ``strides`` and
-                ``num_classes`` attributes, such as `YOLORDetector`.
+                ``num_classes`` attributes, such as `YOLORObjectDetector`.
             **kwargs: any other constructor arguments.
         """
         return cls(

@@ -1,19 +1,20 @@
-"""The YOLOR model family: backbone, neck, head, detector and decoding."""
+"""The YOLOR model family: the backbone (with its neck), the task heads, box decoding."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
-    "decode_predictions": "decode",
+    "decode_predictions": "box_decoding",
+    "ClassificationHead": "heads",
+    "DetectionHead": "heads",
+    "EmbeddingHead": "heads",
     "get_preset": "yolor_presets",
+    "HEADS": "heads",
     "iter_layers": "layer_walk",
     "keras_name": "graph_plan",
     "make_plan": "yolor_presets",
     "module_path": "graph_plan",
     "PRESETS": "yolor_presets",
     "YOLORBackbone": "yolor_backbone",
-    "YOLORDetector": "yolor_detector",
-    "YOLORHead": "yolor_head",
-    "YOLORNeck": "yolor_neck",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,12 +11,9 @@ module path; `graph_plan.keras_name` gives the layer names).
 
 import keras
 
-from yolor_keras.layers import ImplicitAdd
-from yolor_keras.layers import ImplicitMultiply
-from yolor_keras.layers.anchor_split import AnchorSplit
-from yolor_keras.layers.channel_affine import ChannelAffine
+from yolor_keras.layers import ChannelAffine
 from yolor_keras.models.graph_plan import keras_name
-from yolor_keras.layers.reorg import ReOrg
+from yolor_keras.layers import ReOrg
 
 # PyTorch's BatchNorm momentum 0.03 (both branches) is Keras' 0.97.
 BATCHNORM_MOMENTUM = 0.97
@@ -156,26 +153,6 @@ def build_nodes(nodes, tensors, *, bn_epsilon, deploy=False):
     return tensors
 
 
-def build_head_level(head_level, features, *, num_classes, bn_epsilon, deploy=False):
-    """Builds one detection level and returns its raw (B, H, W, A, 5 + C) tensor."""
-    x = _conv(head_level.conv, [features], bn_epsilon, deploy)
-    num_anchors = len(head_level.anchors)
-    if not deploy:
-        x = ImplicitAdd(name=keras_name(head_level.implicit_add_name))(x)
-    kernel_initializer, bias_initializer = torch_conv_initializers(1, x.shape[-1])
-    x = keras.layers.Conv2D(
-        num_anchors * (5 + num_classes),
-        1,
-        use_bias=True,
-        kernel_initializer=kernel_initializer,
-        bias_initializer=bias_initializer,
-        name=keras_name(head_level.output_conv_name),
-    )(x)
-    if not deploy:
-        x = ImplicitMultiply(name=keras_name(head_level.implicit_multiply_name))(x)
-    return AnchorSplit(num_anchors, name=f"{head_level.level}_raw")(x)
-
-
 def fold_steps(nodes):
     """Lists how each weighted deploy layer of ``nodes`` gets its weights.
 
@@ -193,20 +170,4 @@ def fold_steps(nodes):
                 steps.append(("conv_bn", node["conv_name"], node["bn_name"]))
         elif node["op"] == "bn_act":
             steps.append(("bn_affine", node["bn_name"]))
-    return steps
-
-
-def head_fold_steps(head_levels):
-    """`fold_steps` for the heads: the 3x3 conv+BN, then the implicit 1x1 conv."""
-    steps = []
-    for head_level in head_levels:
-        steps.extend(fold_steps([head_level.conv]))
-        steps.append(
-            (
-                "implicit_conv",
-                head_level.output_conv_name,
-                head_level.implicit_add_name,
-                head_level.implicit_multiply_name,
-            )
-        )
     return steps

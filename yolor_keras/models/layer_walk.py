@@ -6,7 +6,7 @@ import keras
 def iter_layers(model):
     """Yields every non-model layer of ``model``, descending into nested models.
 
-    A `YOLORDetector` holds its backbone, neck and head as nested functional
+    A `YOLORObjectDetector` holds its backbone, neck and head as nested functional
     models, so ``model.layers`` alone lists only those three.
     """
     for layer in model.layers:

@@ -1,10 +1,8 @@
-"""Tasks: trainable wrappers that own their losses (keras-hub style)."""
+"""The task: `YOLORObjectDetector`, backbone + heads + preprocessor + prediction decoder."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
-    "HEADS": "multi_task_config",
-    "YOLORMultiTask": "yolor_multi_task",
     "YOLORObjectDetector": "yolor_object_detector",
 }
 

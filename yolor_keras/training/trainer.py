@@ -20,7 +20,6 @@ import numpy as np
 from yolor_keras.atomic import write_file_atomically
 from yolor_keras.data import build_dataset
 from yolor_keras.data import load_source
-from yolor_keras.models import YOLORDetector
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training.callbacks import CHECKPOINTS_DIR
 from yolor_keras.training.callbacks import POINTER_NAME
@@ -384,7 +383,7 @@ def train(
                 if isinstance(detector, YOLORObjectDetector):
                     detector = detector.detector
             else:
-                detector = YOLORDetector.from_preset(
+                detector = YOLORObjectDetector.from_preset(
                     settings.model,
                     num_classes=train_info.num_classes,
                     width_multiplier=width_multiplier,

@@ -15,7 +15,7 @@ def decode_predictions(raw_outputs, anchors, strides):
 
     Args:
         raw_outputs: list of ``(batch, H, W, A, 5 + C)`` tensors, stride
-            ascending, as returned by `YOLORDetector`.
+            ascending, as returned by `YOLORObjectDetector`.
         anchors: ``(levels, A, 2)`` anchor (w, h) in input pixels.
         strides: the stride of each level.
 
