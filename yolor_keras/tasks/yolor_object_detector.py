@@ -282,7 +282,7 @@ class YOLORObjectDetector(keras.Model):
         raw = [ops.cast(level, "float32") for level in raw_outputs]
         return decode_predictions(raw, self.anchors, self.strides)
 
-    def detect(self, images, nms=True):
+    def detect(self, images, nms=True, prediction_decoder=None):
         """Images in [0, 1] -> final outputs: the one inference path.
 
         Args:
@@ -291,6 +291,8 @@ class YOLORObjectDetector(keras.Model):
             nms: end the detection head with the ``prediction_decoder``
                 (outputs `NMS_OUTPUTS`, boxes x1y1x2y2 in input pixels);
                 False returns the decoded predictions (`DECODED_OUTPUT`).
+            prediction_decoder: a `NonMaxSuppression` to use instead of the
+                task's own (other NMS settings for one call or one export).
 
         Returns:
             A dict of float32/int32 tensors: the detection outputs,
@@ -303,7 +305,8 @@ class YOLORObjectDetector(keras.Model):
             with _postprocess_scope():
                 decoded = self.decode(outputs["detection"])
                 if nms:
-                    detections = self.prediction_decoder(decoded)
+                    decoder = prediction_decoder or self.prediction_decoder
+                    detections = decoder(decoded)
                     results.update({name: detections[name] for name in NMS_OUTPUTS})
                 else:
                     results[DECODED_OUTPUT] = decoded
