@@ -33,10 +33,9 @@ def _values(variables):
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(4)
-    detector = YOLORObjectDetector.from_preset(
+    task = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
-    task = YOLORObjectDetector(detector)
     task.compile(optimizer=YOLORSGD(learning_rate=0.05, momentum=0.9, ema_decay=DECAY, ema_ramp=RAMP))
     optimizer = task.optimizer
     weights = list(task.trainable_variables)
@@ -89,12 +88,12 @@ def test_the_optimizers_ema_is_the_official_formula(trained):
 
 def test_evaluation_sees_the_ema_and_training_gets_its_raw_weights_back(trained, monkeypatch):
     task, expected = trained
-    variables = list(task.detector.weights)
+    variables = list(task.weights)
     raw = _values(variables)
     seen = {}
 
     def spy(model, dataset, info, verbose=True, **kwargs):
-        seen["values"] = _values(model.detector.weights)
+        seen["values"] = _values(model.weights)
         return {"mAP": 0.25, "mAP50": 0.5}
 
     monkeypatch.setattr(evaluate_module, "evaluate_detector", spy)
@@ -115,26 +114,26 @@ def test_evaluation_sees_the_ema_and_training_gets_its_raw_weights_back(trained,
 
 def test_raw_weights_come_back_when_evaluation_fails(trained):
     task, expected = trained
-    raw = _values(task.detector.weights)
+    raw = _values(task.weights)
     with pytest.raises(RuntimeError, match="evaluation failed"):
         with ema_weights(task):
-            assert _assert_ema(task.detector.weights, expected) == len(raw)
+            assert _assert_ema(task.weights, expected) == len(raw)
             raise RuntimeError("evaluation failed")
-    for variable, value in zip(task.detector.weights, raw):
+    for variable, value in zip(task.weights, raw):
         np.testing.assert_array_equal(np.array(variable), value)
 
 
 def test_saved_detector_holds_the_ema_values(trained, tmp_path):
     task, expected = trained
-    raw = _values(task.detector.weights)
+    raw = _values(task.weights)
     path = save_ema_detector(task, str(tmp_path / "model.keras"))
     saved = keras.saving.load_model(path)
     assert isinstance(saved, YOLORObjectDetector)
-    assert [v.path for v in saved.weights] == [v.path for v in task.detector.weights]
-    for original, restored in zip(task.detector.weights, saved.weights):
+    assert [v.path for v in saved.weights] == [v.path for v in task.weights]
+    for original, restored in zip(task.weights, saved.weights):
         np.testing.assert_allclose(
             np.array(restored), expected[id(original)], rtol=1e-5, atol=1e-6, err_msg=original.path
         )
     # Training goes on from the raw values.
-    for variable, value in zip(task.detector.weights, raw):
+    for variable, value in zip(task.weights, raw):
         np.testing.assert_array_equal(np.array(variable), value)

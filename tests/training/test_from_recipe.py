@@ -1,4 +1,4 @@
-"""A recipe's loss and optimizer values reach the task and the optimizer.
+"""A recipe's loss and optimizer values reach the task's loss and the optimizer.
 
 The reference for the loss is `YOLORLoss` built by hand with the same
 numbers; for the optimizer, the official ``train.py`` formulas evaluated
@@ -31,19 +31,19 @@ RECIPE = recipe_from_dict({"loss": LOSS, "optimizer": OPTIMIZER}, source="test r
 
 
 @pytest.fixture(scope="module")
-def detector():
+def task():
     keras.utils.set_random_seed(0)
     return YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
 
 
-def _batch(detector):
+def _batch(task):
     """Random raw outputs at 128 px and two labelled images."""
     rng = np.random.default_rng(1)
     raw = [
         rng.normal(size=(2, 128 // s, 128 // s, 3, 8)).astype("float32")
-        for s in detector.strides
+        for s in task.strides
     ]
     labels = {
         "boxes": np.array(
@@ -55,32 +55,46 @@ def _batch(detector):
     return raw, labels
 
 
-def test_recipe_loss_values_reach_the_tasks_loss(detector):
-    task = YOLORObjectDetector.from_recipe(detector, RECIPE, loss_scale=24.0)
-    assert (task.box_gain, task.cls_gain, task.obj_gain) == (0.07, 0.3, 0.7)
-    assert (task.cls_pos_weight, task.obj_pos_weight) == (1.5, 2.0)
-    assert (task.anchor_t, task.focal_gamma, task.loss_scale) == (3.0, 1.5, 24.0)
+# The recipe's loss keys (the official hyp names) and the task's compile
+# arguments they set.
+RECIPE_TO_COMPILE = {
+    "box": "box_gain", "obj": "obj_gain", "cls": "cls_gain", "anchor_t": "anchor_t",
+    "cls_pw": "cls_pos_weight", "obj_pw": "obj_pos_weight", "fl_gamma": "focal_gamma",
+}  # fmt: skip
+
+
+def _compile_arguments(recipe):
+    values = dataclasses.asdict(recipe.loss)
+    assert set(values) == set(RECIPE_TO_COMPILE), "a recipe loss key has no compile argument"
+    return {RECIPE_TO_COMPILE[key]: value for key, value in values.items()}
+
+
+def test_recipe_loss_values_reach_the_tasks_loss(task):
+    task.compile(optimizer=YOLORSGD(), loss_scale=24.0, **_compile_arguments(RECIPE))
+    settings = task.loss_settings
+    assert (settings["box_gain"], settings["cls_gain"], settings["obj_gain"]) == (0.07, 0.3, 0.7)
+    assert (settings["cls_pos_weight"], settings["obj_pos_weight"]) == (1.5, 2.0)
+    assert (settings["anchor_t"], settings["focal_gamma"], settings["loss_scale"]) == (3.0, 1.5, 24.0)
 
     by_hand = YOLORLoss(
-        detector.anchors, detector.strides, num_classes=3, box_gain=0.07, obj_gain=0.7,
+        task.anchors, task.strides, num_classes=3, box_gain=0.07, obj_gain=0.7,
         cls_gain=0.3, anchor_t=3.0, cls_pos_weight=1.5, obj_pos_weight=2.0, focal_gamma=1.5,
     )  # fmt: skip
-    raw, labels = _batch(detector)
+    raw, labels = _batch(task)
     expected = {k: keras.ops.convert_to_numpy(v) for k, v in by_hand.compute_components(labels, raw).items()}
     assert expected["box"].min() > 0 and expected["cls"].min() > 0  # every term is in play
-    got = task.yolor_loss.compute_components(labels, raw)
+    got = task.head_losses["detection"].compute_components(labels, raw)
     for name in ("box", "obj", "cls", "loss"):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got[name]), expected[name], rtol=1e-6)
     # What the task trains on: the batch mean times the loss scale.
-    task.compile(optimizer=YOLORSGD())
     total = task.compute_loss(y=labels, y_pred=raw)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(total), expected["loss"].mean() * 24.0, rtol=1e-6
     )
     # The default recipe gives another loss: the values are not ignored.
-    default = YOLORObjectDetector.from_recipe(detector, recipe_from_dict({}))
-    other = keras.ops.convert_to_numpy(default.yolor_loss.compute_components(labels, raw)["loss"])
-    assert np.abs(other - expected["loss"]).min() > 1e-3
+    task.compile(optimizer=YOLORSGD(), loss_scale=24.0, **_compile_arguments(recipe_from_dict({})))
+    other = keras.ops.convert_to_numpy(task.compute_loss(y=labels, y_pred=raw))
+    assert abs(float(other) - expected["loss"].mean() * 24.0) > 1e-2
 
 
 def _lf(epoch, epochs, lrf):

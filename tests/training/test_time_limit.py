@@ -10,6 +10,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 
 from yolor_keras.training.callbacks import EpochCheckpoint
 from yolor_keras.training.callbacks import TimeLimit
@@ -97,3 +98,36 @@ def test_a_fit_past_its_budget_stops_and_leaves_a_resumable_checkpoint(tmp_path,
     assert int(task.optimizer.iterations) == int(straight.optimizer.iterations) == 10
     for resumed, uninterrupted in zip(task.weights, straight.weights):
         np.testing.assert_allclose(np.array(resumed), np.array(uninterrupted), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_yolor_training_run_stops_past_its_budget_and_resumes(tmp_path):
+    """The trainer end to end: a zero budget stops after epoch 0, with its
+    checkpoint, results row and EMA model written; resuming trains the rest."""
+    from yolor_keras.data.synthetic import generate_dataset
+    from yolor_keras.training.trainer import train
+
+    data = tmp_path / "data"
+    generate_dataset(str(data), num_train=8, num_val=2, image_size=64, seed=1)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "train: {model: yolor_p6, image_size: 64, epochs: 3, batch_size: 4, "
+        "nominal_batch_size: 4, eval_interval: 100}\n"
+        "optimizer: {warmup_epochs: 0.0}\n"
+    )
+    out = tmp_path / "run"
+    common = dict(
+        recipe=str(recipe), width_multiplier=0.125, depth_multiplier=0.33,
+        steps_per_epoch=2, val_data=False, verbose=0,
+    )  # fmt: skip
+    first = train(str(data), str(out), time_limit_minutes=0, **common)
+    assert first.history.epoch == [0]
+    assert read_pointer(str(out))["latest"] == "epoch_000"
+    assert (out / "model.keras").is_file()
+    assert [line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]] == ["0"]
+    _, state = load_checkpoint(str(out / "checkpoints" / "epoch_000"))
+    assert (state["epoch"], state["step"]) == (1, 2)
+
+    resumed = train(str(data), str(out), resume=True, **common)
+    assert resumed.history.epoch == [1, 2]
+    assert read_pointer(str(out))["latest"] == "epoch_002"
