@@ -159,7 +159,7 @@ def benchmark_paths(detector, image_size, peaks, repeats=10, paths=PATHS, work_d
     """Times each inference path of one detector (see the module docstring).
 
     Args:
-        detector: a training-form `YOLORDetector`.
+        detector: a training-form `YOLORObjectDetector`.
         image_size: side of the square batch-1 input.
         peaks: `measure_peaks` output.
         repeats: timed calls per path (median), after 2 warm-up calls.
@@ -174,7 +174,7 @@ def benchmark_paths(detector, image_size, peaks, repeats=10, paths=PATHS, work_d
         ``error`` (None, or why the path could not run; then the figures
         are None).
     """
-    from yolor_keras.export.deploy_form import deploy_form
+    from yolor_keras.export.folding import deploy_form
     from yolor_keras.inference.predictor import with_precision
 
     if gflops is None:
@@ -230,11 +230,11 @@ def print_path_rows(name, params, gflops, rows):
 
 def full_table(names=DEFAULT_MODELS, image_size=640, repeats=10, matmul_size=4096):
     """Measures every path of each preset, and the matmul peaks just before; prints and returns them."""
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
 
     results = {"models": {}}
     for name in names:
-        detector = YOLORDetector.from_preset(name, image_size=image_size)
+        detector = YOLORObjectDetector.from_preset(name, image_size=image_size)
         gflops = graph_gflops(detector, image_size)
         # Measured again right before each model: on a shared machine the
         # peak of a minute ago may not be the one this model's paths get.
@@ -253,12 +253,12 @@ def benchmark_models(names=DEFAULT_MODELS, image_size=640, repeats=10):
     import tensorflow as tf
 
     from yolor_keras.export.folding import fold
-    from yolor_keras.models import YOLORDetector
+    from yolor_keras.tasks import YOLORObjectDetector
 
     rows = []
     images = tf.constant(np.random.default_rng(0).random((1, image_size, image_size, 3), np.float32))
     for name in names:
-        detector = YOLORDetector.from_preset(name, image_size=image_size)
+        detector = YOLORObjectDetector.from_preset(name, image_size=image_size)
         folded = fold(detector)
         gflops = graph_gflops(detector, image_size)
         row = {
@@ -332,6 +332,12 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--matmul-size", type=int, default=4096, help="table: matmul side (4096).")
+    parser.add_argument(
+        "--serving",
+        action="store_true",
+        help="Then also `yolor serve`'s images/s and latency at concurrency 1, 4 and 16, without "
+        "and with server-side batching (the demo model; see benchmarks/serving_throughput.py).",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.image_size < 1 or args.matmul_size < 1:
         parser.error("--repeats, --image-size and --matmul-size must be positive.")
@@ -346,6 +352,11 @@ def main(argv=None):
         benchmark_models(args.models, args.image_size, args.repeats)
     else:
         full_table(args.models, args.image_size, args.repeats, args.matmul_size)
+    if args.serving:
+        from yolor_keras.serving.throughput import serving_rows
+
+        print("\nyolor serve, demo model, one JPEG per REST request:", flush=True)
+        serving_rows()
     print(f"\nAt the end: {_load()}")
     return 0
 

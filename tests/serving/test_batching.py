@@ -130,6 +130,35 @@ def test_zero_timeout_batches_what_queued_while_the_model_was_busy(make_batcher)
     assert [size for size, _ in model.calls] == [1, 3]
 
 
+def test_the_timeout_counts_from_arrival_not_from_when_the_model_frees_up(make_batcher):
+    gate = threading.Event()
+    model = RecordingModel(gate=gate)
+    batcher = make_batcher(timeout_micros=1_500_000)
+    first = batcher.submit(model, strings(b"a"))
+    second = batcher.submit(model, strings(b"bb"))
+    first_alone = batcher.submit(RecordingModel(), strings(b"other model"))
+    # The first two formed a batch when the timeout passed; the third
+    # request (another model) queued meanwhile, and has waited its timeout
+    # by the time the busy model frees the batch thread.
+    time.sleep(2.0)
+    gate.set()
+    start = time.monotonic()
+    assert first_alone.result(10)["length"].tolist() == [11]
+    assert time.monotonic() - start < 1.0
+    assert [future.result(10)["length"].tolist() for future in (first, second)] == [[1], [2]]
+    assert [size for size, _ in model.calls] == [2]
+
+
+def test_several_batch_threads_run_every_request_exactly_once(make_batcher):
+    model = RecordingModel()
+    batcher = make_batcher(max_batch_size=4, timeout_micros=20_000, threads=3)
+    with futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda n: batcher.run(model, strings(b"x" * n)), range(1, 41)))
+    assert [answer["length"].tolist() for answer in answers] == [[n] for n in range(1, 41)]
+    assert sum(size for size, _ in model.calls) == 40
+    assert all(size <= 4 for size, _ in model.calls)
+
+
 def test_only_requests_that_concatenate_share_a_batch(make_batcher):
     model, other_model = RecordingModel(), RecordingModel()
     batcher = make_batcher(max_batch_size=3, timeout_micros=300_000)

@@ -77,6 +77,7 @@ class _Task:
         # Requests share a batch only when their tensors concatenate.
         self.key = (id(served), prepared.signature_name, tensor.dtype, tuple(tensor.shape[1:]))
         self.size = int(tensor.shape[0])
+        self.enqueued = time.monotonic()
 
 
 class Batcher:
@@ -151,35 +152,33 @@ class Batcher:
 
     def _take_batch(self):
         """Waits for work, then removes and returns one batch of tasks (None when closed)."""
+        timeout = self.options.batch_timeout_micros / 1e6
         with self._condition:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._condition.wait()
-            first = self._queue[0]
-            deadline = time.monotonic() + self.options.batch_timeout_micros / 1e6
             while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._condition.wait()
                 # Oldest first; a request that cannot join (another model,
                 # another image size, too many images or pixels) keeps its
                 # place for a later batch.
                 batch, images, pixels = [], 0, []
                 for task in self._queue:
-                    if not batch:
-                        batch.append(task)
-                    elif self._fits(batch, images, pixels, task):
-                        batch.append(task)
-                    else:
+                    if batch and not self._fits(batch, images, pixels, task):
                         continue
+                    batch.append(task)
                     images += task.size
                     pixels += list(task.prepared.image_pixels)
-                remaining = deadline - time.monotonic()
+                # The timeout counts from the oldest request's arrival, so
+                # one that queued while the model was busy does not wait again.
+                remaining = batch[0].enqueued + timeout - time.monotonic()
                 if images >= self.options.max_batch_size or remaining <= 0 or self._closed:
-                    break
+                    for task in batch:
+                        self._queue.remove(task)
+                    return batch
+                # Another batch thread may take these tasks meanwhile; the
+                # batch is formed afresh after every wait.
                 self._condition.wait(remaining)
-            assert batch[0] is first
-            for task in batch:
-                self._queue.remove(task)
-            return batch
 
     def _loop(self):
         while True:
