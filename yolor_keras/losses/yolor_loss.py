@@ -254,7 +254,7 @@ class YOLORLoss(keras.losses.Loss):
             # The official means run over all assignments of the batch; a
             # level without any contributes no box or class loss.
             count = ops.maximum(ops.sum(weight), 1.0)
-            chosen = ops.take_along_axis(flat, assigned["cell"][..., None], axis=1)
+            chosen = gather_cells(flat, assigned["cell"], num_cells)
 
             pred_xy = ops.sigmoid(chosen[..., 0:2]) * 2.0 - 0.5
             pred_wh = (ops.sigmoid(chosen[..., 2:4]) * 2.0) ** 2 * assigned["anchor_wh"]
@@ -381,6 +381,30 @@ class YOLORLoss(keras.losses.Loss):
             }
         )
         return config
+
+
+def gather_cells(flat, cell, num_cells):
+    """``flat[b, cell[b, k], :]`` for every sample ``b`` and candidate ``k``.
+
+    One row gather from the predictions seen as ``(batch * num_cells,
+    channels)``. `ops.take_along_axis` would give the same values, but on
+    TensorFlow it broadcasts the indices to every channel and moves the
+    channels first, a transposed copy of each level's whole prediction
+    tensor (and of its gradient) in every training step.
+
+    Args:
+        flat: ``(batch, num_cells, channels)`` predictions.
+        cell: ``(batch, K)`` int32 cell indices in ``[0, num_cells)``.
+        num_cells: cells per sample (an int or a scalar tensor).
+
+    Returns:
+        ``(batch, K, channels)``.
+    """
+    channels = flat.shape[-1]
+    batch = ops.shape(cell)[0]
+    rows = ops.cast(cell, "int32") + ops.arange(batch, dtype="int32")[:, None] * num_cells
+    picked = ops.take(ops.reshape(flat, (-1, channels)), ops.reshape(rows, (-1,)), axis=0)
+    return ops.reshape(picked, (batch, -1, channels))
 
 
 def _bce_with_logits(logits, targets, pos_weight):
