@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from yolor_keras.inference.letterboxing import letterbox
+from yolor_keras.layers import YOLORImageConverter
 from yolor_keras.tasks import YOLORObjectDetector
 
 
@@ -105,10 +105,11 @@ def tiny_detector(preset="yolor_p6", num_classes=3, seed=0, image_size=128):
     # Letterboxed scenes of assorted shapes, grey padding included, as the
     # model sees them at inference.
     rng = np.random.default_rng(seed)
+    converter = YOLORImageConverter(image_size)
     images = []
     for index in range(CALIBRATION_IMAGES):
         height, width = (int(side) for side in rng.integers(image_size // 2, 2 * image_size, 2))
-        images.append(letterbox(scene(height, width, seed=seed * 100 + index), image_size)[0])
+        images.append(converter(scene(height, width, seed=seed * 100 + index))[0])
     images = np.stack(images)
     # One training-mode pass with momentum 0 sets every BatchNorm's moving
     # statistics to that pass's batch statistics, layer after layer.
@@ -133,7 +134,7 @@ def tiny_detector(preset="yolor_p6", num_classes=3, seed=0, image_size=128):
     num_anchors = detector.anchors.shape[1]
     convs = [
         layer
-        for layer in _walk(detector.head)
+        for layer in detector.head_layers("detection")
         if isinstance(layer, keras.layers.Conv2D) and layer.filters == num_anchors * (5 + num_classes)
     ]
     assert len(convs) == len(detector.strides), [layer.name for layer in convs]
@@ -183,3 +184,72 @@ def match_rate(reference, candidate, iou_threshold=0.5):
             used[best] = True
             matched += 1
     return matched / len(ref_boxes)
+
+
+def reference_results(task, images, image_size, prediction_decoder=None, preprocessor=None):
+    """What an export must answer for `images`, computed without any export code.
+
+    Each image is letterboxed on its own (the task's `preprocessor`, else a
+    `YOLORImageConverter(image_size)`), run through the training-form
+    ``task.detect``, and its boxes are mapped back by hand: ``(box - pad) /
+    scale`` per axis, clipped to the image, as the official ``scale_coords``.
+
+    Returns:
+        One dict per image, in `Predictor.predict`'s form (``boxes`` x1y1x2y2
+        in the image's pixels, ``scores``, ``classes``, each cut to the
+        count) plus ``letterboxed`` (the network input), ``letterboxed_boxes``
+        and, for the other heads, ``label_probabilities`` / ``embedding``.
+    """
+    converter = preprocessor or task.preprocessor or YOLORImageConverter(image_size)
+    results = []
+    for image in images:
+        letterboxed, scale, pad = (np.asarray(value)[0] for value in converter(image[None]))
+        outputs = {
+            name: np.asarray(value)[0]
+            for name, value in task.detect(
+                letterboxed[None], prediction_decoder=prediction_decoder
+            ).items()
+        }
+        result = {"letterboxed": letterboxed}
+        if "num_detections" in outputs:
+            count = int(outputs["num_detections"])
+            boxes = outputs["boxes"][:count]
+            height, width = image.shape[:2]
+            original = (boxes - np.tile(pad, 2)) / np.tile(scale, 2)
+            original = np.clip(original, 0.0, [width, height, width, height])
+            result.update(
+                boxes=original.astype(np.float32),
+                scores=outputs["scores"][:count],
+                classes=outputs["classes"][:count],
+                letterboxed_boxes=boxes,
+            )
+        for name in ("label_probabilities", "embedding"):
+            if name in outputs:
+                result[name] = outputs[name]
+        results.append(result)
+    return results
+
+
+def assert_same_detections(got, expected, rtol=1e-4, box_atol=1e-3):
+    """Same detections, one to one: class, score within `rtol`, box within `box_atol` px.
+
+    Detections whose scores tie exactly may come in either order (runtimes
+    break ties differently), so rows are matched, not zipped. Both
+    arguments hold ``boxes``, ``scores`` and ``classes`` cut to the count.
+    """
+    assert len(got["scores"]) == len(expected["scores"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], rtol=rtol, atol=1e-5)
+    unused = list(range(len(got["scores"])))
+    for box, score, cls in zip(expected["boxes"], expected["scores"], expected["classes"]):
+        match = next(
+            (
+                index
+                for index in unused
+                if got["classes"][index] == cls
+                and abs(got["scores"][index] - score) <= rtol * score + 1e-5
+                and np.allclose(got["boxes"][index], box, rtol=rtol, atol=box_atol)
+            ),
+            None,
+        )
+        assert match is not None, f"no match for class {cls} score {score} box {box}"
+        unused.remove(match)

@@ -4,7 +4,9 @@ import os
 
 import numpy as np
 import pytest
+from deployment_helper import assert_same_detections
 from deployment_helper import match_rate
+from deployment_helper import reference_results
 from deployment_helper import scene
 from deployment_helper import tiny_detector
 
@@ -14,7 +16,7 @@ from yolor_keras.export.folding import fold
 from yolor_keras.export.litert import check_tflite_size
 from yolor_keras.export.litert import load_interpreter
 from yolor_keras.export.litert import run_tflite
-from yolor_keras.inference import Predictor
+from yolor_keras.layers import NonMaxSuppression
 
 IMAGE_SIZE = 128
 MAX_DETECTIONS = 100
@@ -40,8 +42,8 @@ def detector():
 
 @pytest.fixture(scope="module")
 def reference(detector):
-    predictor = Predictor(detector, image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
-    return predictor.predict(sample_images())
+    decoder = NonMaxSuppression(max_detections=MAX_DETECTIONS)
+    return reference_results(detector, sample_images(), IMAGE_SIZE, decoder)
 
 
 def _export(detector, folder, quantize, nms=True):
@@ -69,37 +71,22 @@ def _agreement(reference, results):
     return float(np.mean(rates))
 
 
-def test_float32_with_nms_matches_the_keras_predictor(detector, reference, tmp_path):
+def test_float32_with_nms_matches_the_keras_task(detector, reference, tmp_path):
     path = _export(detector, tmp_path, "none")
     _check_file(path, detector, "none")
+    # The file itself, on the letterboxed input: boxes in input pixels.
+    interpreter = load_interpreter(path)
+    for expected in reference[:3]:
+        outputs = run_tflite(interpreter, expected["letterboxed"][None])
+        assert sorted(outputs) == ["boxes", "classes", "num_detections", "scores"]
+        count = int(outputs["num_detections"][0])
+        got = {name: outputs[name][0, :count] for name in ("boxes", "scores", "classes")}
+        assert_same_detections(got, {**expected, "boxes": expected["letterboxed_boxes"]})
+    # And through the predictor, in each image's own pixels.
     results = LiteRTPredictor(path).predict(sample_images())
     for expected, got in zip(reference, results):
         assert not np.isnan(got["boxes"]).any()
         assert_same_detections(got, expected)
-
-
-def assert_same_detections(got, expected):
-    """Same detections, one to one: class, score within 1e-4, box within 1e-3 px.
-
-    Detections whose scores tie exactly may come in either order (TF's and
-    LiteRT's NMS break ties differently), so rows are matched, not zipped.
-    """
-    assert len(got["scores"]) == len(expected["scores"])
-    np.testing.assert_allclose(got["scores"], expected["scores"], rtol=1e-4, atol=1e-5)
-    unused = list(range(len(got["scores"])))
-    for box, score, cls in zip(expected["boxes"], expected["scores"], expected["classes"]):
-        match = next(
-            (
-                index
-                for index in unused
-                if got["classes"][index] == cls
-                and abs(got["scores"][index] - score) <= 1e-4 * score + 1e-5
-                and np.allclose(got["boxes"][index], box, rtol=1e-4, atol=1e-3)
-            ),
-            None,
-        )
-        assert match is not None, f"no match for class {cls} score {score} box {box}"
-        unused.remove(match)
 
 
 def test_quantize_and_paths_are_checked(detector, tmp_path):
@@ -113,23 +100,23 @@ def test_quantize_and_paths_are_checked(detector, tmp_path):
 
 @pytest.mark.slow
 def test_float32_decoded_output_matches_keras_within_1e_4(detector, tmp_path):
-    from yolor_keras.export.detection_function import detection_function
-    from yolor_keras.inference.letterboxing import letterbox
+    from yolor_keras.layers import YOLORImageConverter
 
     path = _export(detector, tmp_path, "none", nms=False)
     interpreter = load_interpreter(path)
-    decode = detection_function(fold(detector), nms=False)
+    converter = YOLORImageConverter(IMAGE_SIZE)
     for image in sample_images()[:4]:
-        inputs = letterbox(image, IMAGE_SIZE)[0].numpy()[None]
+        inputs = converter(image[None])[0].numpy()
         got = run_tflite(interpreter, inputs)["predictions"]
-        expected = decode(inputs)["predictions"].numpy()
+        expected = detector.detect(inputs, nms=False)["predictions"].numpy()
         # Pixel coordinates reach ~1000: compare relative to each field's scale.
         scale = np.maximum(np.abs(expected).max(axis=(0, 1)), 1.0)
         assert np.max(np.abs(got - expected) / scale) < 1e-4
     # The Python post-process (NMS outside the file) gives the Keras boxes.
     results = LiteRTPredictor(path, max_detections=MAX_DETECTIONS).predict(sample_images())
-    reference = Predictor(detector, image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
-    assert _agreement(reference.predict(sample_images()), results) > 0.99
+    decoder = NonMaxSuppression(max_detections=MAX_DETECTIONS)
+    reference = reference_results(detector, sample_images(), IMAGE_SIZE, decoder)
+    assert _agreement(reference, results) > 0.99
 
 
 @pytest.mark.slow

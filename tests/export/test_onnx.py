@@ -3,16 +3,16 @@
 import numpy as np
 import onnxruntime
 import pytest
+from deployment_helper import assert_same_detections
+from deployment_helper import reference_results
 from deployment_helper import scene
 from deployment_helper import tiny_detector
 
 from yolor_keras.cli import main
 from yolor_keras.export import ONNXPredictor
 from yolor_keras.export import export_onnx
-from yolor_keras.export.detection_function import detection_function
-from yolor_keras.export.folding import fold
-from yolor_keras.inference import Predictor
-from yolor_keras.inference.letterboxing import letterbox
+from yolor_keras.layers import NonMaxSuppression
+from yolor_keras.layers import YOLORImageConverter
 
 IMAGE_SIZE = 128
 
@@ -35,27 +35,31 @@ def test_decoded_predictions_match_keras_within_1e_4(detector, tmp_path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == ["predictions"]
     # A batch of three (the batch size stays dynamic).
-    inputs = np.stack([letterbox(image, IMAGE_SIZE)[0].numpy() for image in sample_images()[:3]])
+    converter = YOLORImageConverter(IMAGE_SIZE)
+    inputs = np.concatenate([converter(image[None])[0].numpy() for image in sample_images()[:3]])
     [got] = session.run(None, {"images": inputs})
-    expected = detection_function(fold(detector), nms=False)(inputs)["predictions"].numpy()
+    # The training-form task: the fold and the conversion must change nothing.
+    expected = detector.detect(inputs, nms=False)["predictions"].numpy()
     assert got.shape == expected.shape == (3, 3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2), 8)
     # Pixel coordinates reach ~1000: compare relative to each field's scale.
     scale = np.maximum(np.abs(expected).max(axis=(0, 1)), 1.0)
     assert np.max(np.abs(got - expected) / scale) < 1e-4
 
 
-def test_nms_variant_from_the_cli_matches_the_predictor(detector, tmp_path):
+def test_nms_variant_from_the_cli_matches_the_keras_task(detector, tmp_path):
     model_path = tmp_path / "tiny.keras"
     detector.save(model_path)
     onnx_path = tmp_path / "tiny_nms.onnx"
     code = main(["export", "--format", "onnx", "--nms", "--model", str(model_path),
-                 "--out", str(onnx_path), "--image-size", str(IMAGE_SIZE), "--max-det", "300"])
+                 "--out", str(onnx_path), "--image-size", str(IMAGE_SIZE), "--conf", "0.3"])
     assert code == 0
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == [
         "boxes", "scores", "classes", "num_detections"
     ]
-    expected = Predictor(detector, image_size=IMAGE_SIZE).predict(sample_images())
+    # The task's NMS settings (at most 300 detections), with --conf replaced.
+    decoder = NonMaxSuppression(conf_threshold=0.3)
+    expected = reference_results(detector, sample_images(), IMAGE_SIZE, decoder)
     got = ONNXPredictor(onnx_path).predict(sample_images())
     assert sum(len(result["scores"]) for result in expected) > 0
     for want, have in zip(expected, got):
@@ -63,26 +67,3 @@ def test_nms_variant_from_the_cli_matches_the_predictor(detector, tmp_path):
     # Refuses to overwrite without being asked.
     assert main(["export", "--format", "onnx", "--model", str(model_path), "--out", str(onnx_path)]) == 2
 
-
-def assert_same_detections(got, expected):
-    """Same detections, one to one: class, score within 1e-4, box within 1e-3 px.
-
-    Detections whose scores tie exactly may come in either order (TF's and
-    ONNX Runtime's NMS break ties differently), so rows are matched, not zipped.
-    """
-    assert len(got["scores"]) == len(expected["scores"])
-    np.testing.assert_allclose(got["scores"], expected["scores"], rtol=1e-4, atol=1e-5)
-    unused = list(range(len(got["scores"])))
-    for box, score, cls in zip(expected["boxes"], expected["scores"], expected["classes"]):
-        match = next(
-            (
-                index
-                for index in unused
-                if got["classes"][index] == cls
-                and abs(got["scores"][index] - score) <= 1e-4 * score + 1e-5
-                and np.allclose(got["boxes"][index], box, rtol=1e-4, atol=1e-3)
-            ),
-            None,
-        )
-        assert match is not None, f"no match for class {cls} score {score} box {box}"
-        unused.remove(match)

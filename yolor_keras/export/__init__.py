@@ -1,4 +1,4 @@
-"""Deployment of YOLOR detectors: fold, SavedModel, TFLite and ONNX."""
+"""Deployment of YOLOR tasks (any heads): fold, SavedModel, TFLite and ONNX."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
@@ -7,6 +7,7 @@ _EXPORTS = {
     "export_saved_model": "saved_model",
     "export_tflite": "litert",
     "deploy_form": "folding",
+    "ExportCheckError": "checks",
     "fold": "folding",
     "LiteRTPredictor": "file_predictors",
     "ONNXPredictor": "file_predictors",

@@ -1,6 +1,10 @@
-"""`yolor export`: SavedModel for TF Serving, TFLite or ONNX, from a `.keras` detector.
+"""`yolor export`: SavedModel for TF Serving, TFLite or ONNX, from a saved task.
 
-Every format is written from the folded (deploy) copy of the model.
+--model is a `.keras` file or a preset folder (`task.save_to_preset`) of a
+YOLORObjectDetector with any heads; every format runs the task's one
+inference path (`task.detect`) on its folded (deploy) copy and returns every
+head's outputs. The NMS settings are the task's own unless --conf, --iou,
+--max-det or --multi-label are given.
 
 - ``--format saved_model`` writes ``OUT/NAME/VERSION/`` (TF Serving's
   layout; OUT defaults to ``saved_models``) with encoded-image and pixel
@@ -25,12 +29,14 @@ FORMATS = ("saved_model", "tflite", "onnx")
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "export",
-        help="Export a detector for serving (SavedModel, TFLite, ONNX).",
+        help="Export a task for serving (SavedModel, TFLite, ONNX).",
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--model", required=True, help="A .keras detector file.")
+    parser.add_argument(
+        "--model", required=True, help="A .keras task file, or a preset folder (save_to_preset)."
+    )
     parser.add_argument(
         "--out",
         default=None,
@@ -44,13 +50,18 @@ def add_parser(subparsers):
         "--image-size",
         type=int,
         default=None,
-        help="Square input side, a multiple of the largest stride (default: the "
-        "model's image size, else 640).",
+        help="Square input side, a multiple of the largest stride (default: the task's "
+        "preprocessor, else its fixed image size, else 640).",
     )
-    parser.add_argument("--conf", type=float, default=0.25, help="Score threshold (0.25).")
-    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (0.45).")
-    parser.add_argument("--max-det", type=int, default=100, help="Detections per image (100).")
-    parser.add_argument("--multi-label", action="store_true", help="Keep every class above --conf.")
+    parser.add_argument("--conf", type=float, default=None, help="Score threshold (the task's).")
+    parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (the task's).")
+    parser.add_argument("--max-det", type=int, default=None, help="Detections per image (the task's).")
+    parser.add_argument(
+        "--multi-label",
+        action="store_true",
+        default=None,
+        help="Keep every class above --conf (default: the task's setting).",
+    )
     parser.add_argument("--names", default=None, help="saved_model: class names file to store.")
     parser.add_argument(
         "--precision",
@@ -74,7 +85,7 @@ def add_parser(subparsers):
 
 def run(args):
     # Imported here: it loads TensorFlow, which `yolor --help` must not wait for.
-    from yolor_keras.export.detection_function import ExportCheckError
+    from yolor_keras.export.checks import ExportCheckError
 
     try:
         return _export(args)
@@ -88,12 +99,22 @@ def run(args):
 
 
 def _default_file(model_path, suffix):
-    stem = os.path.splitext(model_path)[0]
+    stem = os.path.splitext(os.path.normpath(model_path))[0]
     return stem + suffix
 
 
-def _export(args):
+def load_task(path):
+    """A task from a `.keras` file or a preset folder, with clear errors."""
+    if os.path.isdir(path):
+        from yolor_keras.tasks import YOLORObjectDetector
+
+        return YOLORObjectDetector.from_preset(path)
     from yolor_keras.inference.predictor import load_detector
+
+    return load_detector(path)
+
+
+def _export(args):
     from yolor_keras.inference.predictor import read_class_names
 
     if args.format != "tflite" and (args.quantize != "none" or args.calibration):
@@ -102,10 +123,8 @@ def _export(args):
         raise ValueError("--precision bf16 applies to --format saved_model only.")
     if args.format == "saved_model" and args.nms is False:
         raise ValueError("A SavedModel always includes NMS; --no-nms applies to tflite.")
-    model = load_detector(args.model)
-    image_size = args.image_size or (
-        model.image_size if isinstance(getattr(model, "image_size", None), int) else 640
-    )
+    model = load_task(args.model)
+    image_size = args.image_size
     nms_settings = dict(
         conf_threshold=args.conf,
         iou_threshold=args.iou,
@@ -117,7 +136,7 @@ def _export(args):
         from yolor_keras.export.saved_model import export_saved_model
         from yolor_keras.export.saved_model import serving_directory
 
-        name = args.name or os.path.splitext(os.path.basename(args.model))[0]
+        name = args.name or os.path.splitext(os.path.basename(os.path.normpath(args.model)))[0]
         export_dir = serving_directory(args.out or "saved_models", name, args.version)
         export_saved_model(
             model,
@@ -130,7 +149,7 @@ def _export(args):
         )
         print(
             f"SavedModel written to {export_dir} (signatures serving_default, predict_images; "
-            f"{args.precision})."
+            f"heads {', '.join(model.head_names)}; {args.precision})."
         )
         return 0
 

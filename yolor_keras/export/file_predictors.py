@@ -3,18 +3,26 @@
 They share `BasePredictor` with the Keras `Predictor`: same image reading,
 letterbox and mapping back to each image's pixels, same result dicts. A file
 exported with NMS inside returns detections directly; a file without it
-returns decoded predictions, which get the package's NMS here (the
-documented Python post-process for runtimes without in-graph NMS).
+returns decoded predictions, which get the package's `NonMaxSuppression`
+here (the documented Python post-process for runtimes without in-graph
+NMS). The outputs of a task's other heads (``label_probabilities``,
+``embedding``) are passed on as the file gives them.
 """
 
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from yolor_keras.export.detection_function import DECODED_OUTPUT
-from yolor_keras.export.detection_function import NMS_OUTPUTS
-from yolor_keras.export.detection_function import nms_on_decoded
 from yolor_keras.inference.predictor import BasePredictor
+from yolor_keras.layers import NonMaxSuppression
+from yolor_keras.tasks.yolor_object_detector import DECODED_OUTPUT
+from yolor_keras.tasks.yolor_object_detector import EMBEDDING_OUTPUT
+from yolor_keras.tasks.yolor_object_detector import LABEL_OUTPUT
+from yolor_keras.tasks.yolor_object_detector import NMS_OUTPUTS
+
+# Outputs of the heads other than detection, returned as the file gives them.
+HEAD_OUTPUTS = (LABEL_OUTPUT, EMBEDDING_OUTPUT)
 
 
 class _FilePredictor(BasePredictor):
@@ -32,33 +40,45 @@ class _FilePredictor(BasePredictor):
         multi_label,
         batch_size,
     ):
+        output_names = list(output_names)
         self.has_nms = set(NMS_OUTPUTS) <= set(output_names)
+        self.head_outputs = [name for name in HEAD_OUTPUTS if name in output_names]
         if not self.has_nms and DECODED_OUTPUT not in output_names:
             raise ValueError(
-                f"The file's outputs {sorted(output_names)} are neither "
-                f"{list(NMS_OUTPUTS)} nor [{DECODED_OUTPUT!r}]: not a YOLOR export."
+                f"The file's outputs {sorted(output_names)} hold neither "
+                f"{list(NMS_OUTPUTS)} nor [{DECODED_OUTPUT!r}]: not a YOLOR detection export."
             )
         # The stride check of the base class is the export's business here.
         super().__init__(num_classes, image_size, class_names, image_size, batch_size)
-        self.conf_threshold = float(conf_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
-        self.multi_label = bool(multi_label)
+        # Applied to files without NMS inside; checks the settings here.
+        self.prediction_decoder = NonMaxSuppression(
+            conf_threshold=conf_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+            multi_label=multi_label,
+        )
+        self.conf_threshold = self.prediction_decoder.conf_threshold
+        self.iou_threshold = self.prediction_decoder.iou_threshold
+        self.max_detections = self.prediction_decoder.max_detections
+        self.multi_label = self.prediction_decoder.multi_label
 
     def _finish(self, outputs):
         if self.has_nms:
-            return {name: np.asarray(outputs[name]) for name in NMS_OUTPUTS}
-        return nms_on_decoded(
-            outputs[DECODED_OUTPUT],
-            self.conf_threshold,
-            self.iou_threshold,
-            self.max_detections,
-            self.multi_label,
-        )
+            results = {name: np.asarray(outputs[name]) for name in NMS_OUTPUTS}
+        else:
+            decoded = tf.convert_to_tensor(np.asarray(outputs[DECODED_OUTPUT], np.float32))
+            results = {
+                name: np.asarray(value) for name, value in self.prediction_decoder(decoded).items()
+            }
+        results.update({name: np.asarray(outputs[name]) for name in self.head_outputs})
+        return results
 
 
 class LiteRTPredictor(_FilePredictor):
     """Runs a `.tflite` file from `export_tflite` with the LiteRT runtime.
+
+    Works for the file of any task with a detection head; the other heads'
+    outputs come with each result.
 
     Args:
         filepath: the `.tflite` file.
@@ -122,7 +142,7 @@ class LiteRTPredictor(_FilePredictor):
             self._finish(self._runner(**{self._input_name: image[None].astype(np.float32)}))
             for image in images
         ]
-        return {name: np.concatenate([result[name] for result in per_image]) for name in NMS_OUTPUTS}
+        return {name: np.concatenate([result[name] for result in per_image]) for name in per_image[0]}
 
 
 class ONNXPredictor(_FilePredictor):
@@ -160,8 +180,9 @@ class ONNXPredictor(_FilePredictor):
         self._input_name = inputs[0].name
         self._output_names = [output.name for output in self.session.get_outputs()]
         num_classes = None
-        if self._output_names == [DECODED_OUTPUT]:
-            num_classes = int(self.session.get_outputs()[0].shape[-1]) - 5
+        for output in self.session.get_outputs():
+            if output.name == DECODED_OUTPUT:
+                num_classes = int(output.shape[-1]) - 5
         super().__init__(
             int(inputs[0].shape[1]),
             num_classes,

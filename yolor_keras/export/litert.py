@@ -1,11 +1,13 @@
 """TFLite (LiteRT) export: float32, float16 or int8, NMS in the graph by default.
 
 The file takes one letterboxed image, float32 ``(1, S, S, 3)`` in [0, 1]
-(see `yolor_keras.inference.letterboxing`), and its ``serve`` signature returns
-either ``boxes`` (``(1, max_det, 4)`` x1y1x2y2 in input pixels), ``scores``,
+(the task's ``preprocessor``, a `YOLORImageConverter`, makes it), and its
+``serve`` signature returns ``task.detect``'s outputs: for the detection
+head ``boxes`` (``(1, max_det, 4)`` x1y1x2y2 in input pixels), ``scores``,
 ``classes`` and ``num_detections`` (NMS in the graph, built-in ops only, so
 the plain LiteRT runtime runs it), or, with ``nms=False``, ``predictions``
-``(1, N, 5 + classes)`` for `yolor_keras.export.LiteRTPredictor` to finish.
+``(1, N, 5 + classes)`` for `yolor_keras.export.LiteRTPredictor` to finish;
+plus ``label_probabilities`` and ``embedding`` for the other heads.
 
 Conversion goes through `keras.export.ExportArchive` and
 ``TFLiteConverter.from_saved_model``: converting concrete functions directly
@@ -22,15 +24,14 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from yolor_keras.atomic import write_file_atomically
-from yolor_keras.export.folding import deploy_form
-from yolor_keras.export.detection_function import ExportCheckError
-from yolor_keras.export.detection_function import POSTPROCESS_SCOPE
-from yolor_keras.export.detection_function import check_finite_outputs
-from yolor_keras.export.detection_function import detection_function
-from yolor_keras.inference.letterboxing import check_image_size
-from yolor_keras.inference.letterboxing import letterbox
-from yolor_keras.inference.predictor import detector_geometry
-from yolor_keras.inference.predictor import read_image
+from yolor_keras.data.image_decoding import read_image
+from yolor_keras.export.checks import ExportCheckError
+from yolor_keras.export.checks import check_finite_outputs
+from yolor_keras.export.task_graph import detect_function
+from yolor_keras.export.task_graph import export_decoder
+from yolor_keras.export.task_graph import export_preprocessor
+from yolor_keras.export.task_graph import export_task
+from yolor_keras.tasks.yolor_object_detector import POSTPROCESS_SCOPE
 
 QUANTIZATIONS = ("none", "fp16", "int8")
 # TFLite ops that only the decoding and NMS use. int8 export keeps them in
@@ -39,19 +40,20 @@ QUANTIZATIONS = ("none", "fp16", "int8")
 FLOAT_ONLY_OPS = ("TOPK_V2", "GATHER", "GATHER_ND", "NON_MAX_SUPPRESSION_V4", "WHILE")
 SIGNATURE = "serve"
 INPUT_NAME = "images"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
-def calibration_images(images, image_size, limit=None):
+def calibration_images(images, preprocessor, limit=None):
     """Yields letterboxed calibration inputs, `(1, S, S, 3)` float32, from images.
 
-    The images go through the same reading and letterboxing as at inference,
-    so that int8 ranges are calibrated on the distribution the model sees.
-    Unreadable images are skipped with a warning.
+    The images go through the same reading and letterbox (`preprocessor`)
+    as at inference, so that int8 ranges are calibrated on the distribution
+    the model sees. Unreadable images are skipped with a warning.
 
     Args:
         images: a folder of images, or a list of paths / encoded bytes /
             uint8 arrays.
-        image_size: side of the letterbox.
+        preprocessor: the export's `YOLORImageConverter`.
         limit: use at most this many images.
     """
     if isinstance(images, (str, os.PathLike)):
@@ -61,53 +63,56 @@ def calibration_images(images, image_size, limit=None):
         images = sorted(
             os.path.join(folder, name)
             for name in os.listdir(folder)
-            if os.path.splitext(name)[1].lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
         )
         if not images:
             raise ValueError(f"Calibration folder {folder} has no images.")
     images = list(images)[:limit] if limit else list(images)
-    letterbox_fn = tf.function(
-        lambda image: letterbox(image, image_size)[0],
-        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
-    )
-    for image in tqdm(images, desc="Calibrating int8", unit="img"):
+    for index, image in enumerate(tqdm(images, desc="Calibrating int8", unit="img")):
+        name = None if isinstance(image, (str, os.PathLike)) else f"representative_images[{index}]"
         try:
-            pixels = read_image(image)
+            pixels = read_image(image, name=name)
         except (OSError, ValueError) as error:
             tqdm.write(f"Skipping calibration image: {error}")
             continue
-        yield letterbox_fn(pixels).numpy()[None]
+        yield np.asarray(preprocessor(pixels[None])[0], np.float32)
 
 
 def export_tflite(
     model,
     filepath,
-    image_size=640,
+    image_size=None,
     quantize="none",
     representative_images=None,
     calibration_limit=200,
     nms=True,
-    conf_threshold=0.25,
-    iou_threshold=0.45,
-    max_detections=100,
-    multi_label=False,
+    conf_threshold=None,
+    iou_threshold=None,
+    max_detections=None,
+    multi_label=None,
+    prediction_decoder=None,
 ):
-    """Exports a detector to a `.tflite` file.
+    """Exports a task to a `.tflite` file (see the module docstring).
 
     Args:
-        model: a `YOLORObjectDetector` (a folded copy is exported).
+        model: a `YOLORObjectDetector`, any heads (a folded copy is
+            exported).
         filepath: output path ending in ``.tflite``.
-        image_size: side of the square input; a multiple of the largest
-            stride.
+        image_size: side of the square input, a multiple of the largest
+            stride; default: the task's ``preprocessor``, else its fixed
+            input size, else 640.
         quantize: ``"none"`` (float32), ``"fp16"`` (float16 weights) or
             ``"int8"`` (int8 weights and activations in the network, float
-            decoding, float input and outputs).
+            decoding, float input and outputs; detection-only tasks).
         representative_images: for int8, a folder or list of images to
             calibrate on (letterboxed like at inference).
         calibration_limit: most calibration images used.
         nms: put NMS in the graph (see the module docstring).
         conf_threshold, iou_threshold, max_detections, multi_label: NMS
-            settings baked into the graph when `nms` is True.
+            settings baked into the graph when `nms` is True; each one left
+            None is the task's ``prediction_decoder``'s.
+        prediction_decoder: a `NonMaxSuppression` to use instead of the
+            task's own.
 
     The file is written beside `filepath` under a hidden name, checked by
     `check_tflite` and only then renamed to `filepath`: a failed export
@@ -126,26 +131,34 @@ def export_tflite(
             "int8 quantization needs `representative_images` (a folder or list of "
             "images like those the model will see) to calibrate activation ranges."
         )
-    _, strides, _ = detector_geometry(model)
-    image_size = check_image_size(image_size, max(strides))
-
-    folded = deploy_form(model)
-    detect = detection_function(
-        folded,
-        nms=nms,
+    task = export_task(model)
+    if quantize == "int8" and task.head_names != ("detection",):
+        # Only the detection post-processing is known to need float (its
+        # name scope); label probabilities and embeddings would come out on
+        # an int8 grid that nothing here has measured.
+        raise ValueError(
+            f"int8 quantization takes a detection-only task; this one has heads "
+            f"{list(task.head_names)}. Use quantize='fp16' or 'none'."
+        )
+    preprocessor = export_preprocessor(task, image_size)
+    image_size = preprocessor.image_size
+    decoder = export_decoder(
+        task,
+        prediction_decoder,
         conf_threshold=conf_threshold,
         iou_threshold=iou_threshold,
         max_detections=max_detections,
         multi_label=multi_label,
     )
+    detect, _ = detect_function(task, nms=nms, prediction_decoder=decoder)
     samples = None
     if quantize == "int8":
-        samples = list(calibration_images(representative_images, image_size, calibration_limit))
+        samples = list(calibration_images(representative_images, preprocessor, calibration_limit))
         if not samples:
             raise ValueError("No readable calibration image was found.")
     with tempfile.TemporaryDirectory() as saved_model_dir:
         archive = keras.export.ExportArchive()
-        archive.track(folded)
+        archive.track(task)
         archive.add_endpoint(
             SIGNATURE,
             detect,
@@ -155,7 +168,7 @@ def export_tflite(
         )
         archive.write_out(saved_model_dir, verbose=False)
         tflite_model = _convert(saved_model_dir, quantize, samples)
-    return write_tflite(filepath, tflite_model, folded.count_params(), quantize)
+    return write_tflite(filepath, tflite_model, task.count_params(), quantize)
 
 
 def write_tflite(filepath, tflite_model, num_weights, quantize):

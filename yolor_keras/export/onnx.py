@@ -1,13 +1,16 @@
-"""ONNX export through tf2onnx: decoded predictions, or detections with NMS.
+"""ONNX export through tf2onnx: ``task.detect`` on a letterboxed batch.
 
 The file's input ``images`` is the letterboxed float32 batch
-``(batch, S, S, 3)`` in [0, 1] (see `yolor_keras.inference.letterboxing`;
-JPEG decoding cannot be expressed in ONNX). Without NMS the output is
-``predictions`` ``(batch, N, 5 + classes)``: ``[cx, cy, w, h]`` in input
-pixels and sigmoid objectness and class scores, as
-`yolor_keras.models.decode_predictions` returns. With ``nms=True`` the
-outputs are ``boxes`` ``(batch, max_det, 4)`` x1y1x2y2 in input pixels,
+``(batch, S, S, 3)`` in [0, 1] (the task's ``preprocessor``, a
+`YOLORImageConverter`, makes it; JPEG decoding cannot be expressed in ONNX).
+Its outputs are ``task.output_names(nms)``: without NMS (the default) the
+detection head gives ``predictions`` ``(batch, N, 5 + classes)``:
+``[cx, cy, w, h]`` in input pixels and sigmoid objectness and class scores,
+as `yolor_keras.models.decode_predictions` returns. With ``nms=True`` it
+gives ``boxes`` ``(batch, max_det, 4)`` x1y1x2y2 in input pixels,
 ``scores``, ``classes`` (int32, -1 past the count) and ``num_detections``.
+Classification and embedding heads add ``label_probabilities`` and
+``embedding``.
 
 tf2onnx needs far more memory than the model: converting yolor_csp at 640
 (53M weights) peaked at 14.5 GB of RAM, with or without NMS.
@@ -19,14 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from yolor_keras.atomic import write_file_atomically
-from yolor_keras.export.folding import deploy_form
-from yolor_keras.export.detection_function import DECODED_OUTPUT
-from yolor_keras.export.detection_function import ExportCheckError
-from yolor_keras.export.detection_function import NMS_OUTPUTS
-from yolor_keras.export.detection_function import check_finite_outputs
-from yolor_keras.export.detection_function import detection_function
-from yolor_keras.inference.letterboxing import check_image_size
-from yolor_keras.inference.predictor import detector_geometry
+from yolor_keras.export.checks import ExportCheckError
+from yolor_keras.export.checks import check_finite_outputs
+from yolor_keras.export.task_graph import detect_function
+from yolor_keras.export.task_graph import export_decoder
+from yolor_keras.export.task_graph import export_preprocessor
+from yolor_keras.export.task_graph import export_task
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 17
@@ -50,25 +51,31 @@ def _patch_tf2onnx_for_numpy2():
 def export_onnx(
     model,
     filepath,
-    image_size=640,
+    image_size=None,
     nms=False,
-    conf_threshold=0.25,
-    iou_threshold=0.45,
-    max_detections=100,
-    multi_label=False,
+    conf_threshold=None,
+    iou_threshold=None,
+    max_detections=None,
+    multi_label=None,
+    prediction_decoder=None,
     opset=DEFAULT_OPSET,
 ):
-    """Exports a detector to an ONNX file (see the module docstring).
+    """Exports a task to an ONNX file (see the module docstring).
 
     Args:
-        model: a `YOLORObjectDetector` (a folded copy is exported).
+        model: a `YOLORObjectDetector`, any heads (a folded copy is
+            exported).
         filepath: output path ending in ``.onnx``.
-        image_size: side of the square input; a multiple of the largest
-            stride. The batch size stays dynamic.
+        image_size: side of the square input, a multiple of the largest
+            stride; default: the task's ``preprocessor``, else its fixed
+            input size, else 640. The batch size stays dynamic.
         nms: put NMS in the graph (ONNX ``NonMaxSuppression`` in a loop over
             the batch).
         conf_threshold, iou_threshold, max_detections, multi_label: NMS
-            settings baked into the graph when `nms` is True.
+            settings baked into the graph when `nms` is True; each one left
+            None is the task's ``prediction_decoder``'s.
+        prediction_decoder: a `NonMaxSuppression` to use instead of the
+            task's own.
         opset: ONNX opset version.
 
     The file is written beside `filepath` under a hidden name, checked by
@@ -83,18 +90,17 @@ def export_onnx(
     filepath = os.fspath(filepath)
     if not filepath.endswith(".onnx"):
         raise ValueError(f"An ONNX file name must end with '.onnx'; got {filepath}.")
-    _, strides, _ = detector_geometry(model)
-    image_size = check_image_size(image_size, max(strides))
-    folded = deploy_form(model)
-    detect = detection_function(
-        folded,
-        nms=nms,
+    task = export_task(model)
+    image_size = export_preprocessor(task, image_size).image_size
+    decoder = export_decoder(
+        task,
+        prediction_decoder,
         conf_threshold=conf_threshold,
         iou_threshold=iou_threshold,
         max_detections=max_detections,
         multi_label=multi_label,
     )
-    output_names = NMS_OUTPUTS if nms else (DECODED_OUTPUT,)
+    detect, output_names = detect_function(task, nms=nms, prediction_decoder=decoder)
 
     def ordered_outputs(images):
         outputs = detect(images)
