@@ -89,7 +89,7 @@ def batch1_latency(model, image_size):
 def run_setting(name, recipe, data_dir, epochs, verbose):
     import keras
 
-    from yolor_keras.export.multi_task import fold_multi_task
+    from yolor_keras.export import fold
     from yolor_keras.tasks.multi_task_training import train_multi_task
 
     group, heads = SETTINGS[name]
@@ -98,7 +98,7 @@ def run_setting(name, recipe, data_dir, epochs, verbose):
     model = result.model
     history = result.history.history
     diverged = any(not np.isfinite(value) for value in history.get("loss", [np.nan]))
-    deploy = fold_multi_task(model)
+    deploy = fold(model)
     row = {
         "setting": name,
         "group": group,

@@ -25,7 +25,7 @@ from yolor_keras.cli import main
 from yolor_keras.export import litert
 from yolor_keras.export import onnx as onnx_export
 from yolor_keras.export import saved_model
-from yolor_keras.export.detection_function import ExportCheckError
+from yolor_keras.export.checks import ExportCheckError
 from yolor_keras.export.folding import fold
 from yolor_keras.export.litert import load_interpreter
 from yolor_keras.export.litert import run_tflite
