@@ -5,13 +5,32 @@ import json
 import numpy as np
 import pytest
 
+from yolor_keras.data import build_dataset
 from yolor_keras.data import build_multi_task_dataset
+from yolor_keras.data import class_presence
+from yolor_keras.data import identities_from
 from yolor_keras.data import read_identities
 from yolor_keras.data.synthetic import generate_dataset
 
 CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "fox"}]
 RED = (230, 20, 20)
 BLUE = (20, 20, 230)
+
+
+def multi_task_batches(annotation_file, training=True, flip=None, **options):
+    """Multi-task batches straight from `build_dataset`, as the trainer builds them."""
+    return build_dataset(
+        annotation_file,
+        training=training,
+        augment=False,
+        flip=training if flip is None else flip,
+        cache=True,
+        extra_targets={
+            "classification": class_presence,
+            "embedding": identities_from(annotation_file),
+        },
+        **options,
+    )
 
 
 def annotation(image_id, category, bbox, area, instance, **extra):
@@ -71,7 +90,7 @@ def test_missing_instance_ids_are_named(write_coco, plain_image, encode):
 
 def test_evaluation_batches_carry_every_target(dataset_files):
     annotation_file, image_dir = dataset_files
-    dataset, info = build_multi_task_dataset(
+    dataset, info = multi_task_batches(
         annotation_file,
         image_dir=image_dir,
         image_size=64,
@@ -81,7 +100,7 @@ def test_evaluation_batches_carry_every_target(dataset_files):
         verbose=False,
     )
     assert info.class_names == ("cat", "dog", "fox")
-    assert info.identities.tolist() == [3, 5, -1] and info.num_identities == 2
+    assert info.targets["embedding"].tolist() == [3, 5, -1]
     images, targets = next(iter(dataset))
     assert images.shape == (3, 64, 64, 3)
     # Classes present: image 1 cat (id 3) and fox (id 9), image 2 cat and
@@ -103,7 +122,7 @@ def test_evaluation_batches_carry_every_target(dataset_files):
 
 def test_training_flips_move_boxes_with_the_pixels(dataset_files):
     annotation_file, image_dir = dataset_files
-    dataset, _ = build_multi_task_dataset(
+    dataset, _ = multi_task_batches(
         annotation_file,
         image_dir=image_dir,
         image_size=64,
@@ -160,3 +179,17 @@ def test_too_few_images_for_a_training_batch(dataset_files):
     annotation_file, image_dir = dataset_files
     with pytest.raises(ValueError, match="fewer than batch_size=8"):
         build_multi_task_dataset(annotation_file, image_dir=image_dir, batch_size=8, verbose=False)
+
+
+def test_the_multi_task_name_is_build_dataset_with_the_two_targets(dataset_files):
+    annotation_file, image_dir = dataset_files
+    options = dict(image_dir=image_dir, image_size=64, batch_size=3, max_boxes=4, verbose=False)
+    direct, _ = multi_task_batches(annotation_file, training=False, **options)
+    named, info = build_multi_task_dataset(annotation_file, training=False, **options)
+    assert info.identities.tolist() == [3, 5, -1] and info.num_identities == 2
+    (want_images, want), (got_images, got) = next(iter(direct)), next(iter(named))
+    np.testing.assert_array_equal(got_images, want_images)
+    for key in ("classification", "embedding"):
+        np.testing.assert_array_equal(got[key], want[key])
+    for key, value in want["detection"].items():
+        np.testing.assert_array_equal(got["detection"][key], value)
