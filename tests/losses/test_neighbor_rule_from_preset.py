@@ -35,8 +35,9 @@ def _batch(detector):
 @pytest.mark.parametrize("preset, rule", [("yolor_p6_paper", "paper"), ("yolor_p6", "main")])
 def test_task_takes_the_rule_of_its_preset_branch(preset, rule):
     detector = _detector(preset)
-    task = YOLORObjectDetector(detector)
-    assert task.yolor_loss.neighbor_rule == rule
+    task = detector
+    task.compile(loss_scale=1.0)
+    assert task.head_losses["detection"].neighbor_rule == rule
     labels, raw = _batch(detector)
     value = float(task.compute_loss(y=labels, y_pred=raw))
     expected = {
@@ -46,8 +47,8 @@ def test_task_takes_the_rule_of_its_preset_branch(preset, rule):
     # The placement is one where the two rules give different losses.
     assert abs(expected["main"] - expected["paper"]) > 1e-4 * expected["main"]
     assert value == pytest.approx(expected[rule], rel=1e-6)
-    # An explicit rule wins over the branch, and survives the config.
+    # An explicit rule wins over the branch, and survives the compile config.
     other = "main" if rule == "paper" else "paper"
-    explicit = YOLORObjectDetector(detector, neighbor_rule=other)
-    assert float(explicit.compute_loss(y=labels, y_pred=raw)) == pytest.approx(expected[other], rel=1e-6)
-    assert explicit.get_config()["neighbor_rule"] == other
+    task.compile(loss_scale=1.0, neighbor_rule=other)
+    assert float(task.compute_loss(y=labels, y_pred=raw)) == pytest.approx(expected[other], rel=1e-6)
+    assert task.get_compile_config()["loss_settings"]["neighbor_rule"] == other

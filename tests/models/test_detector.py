@@ -108,9 +108,9 @@ def test_tiny_variant_outputs_and_structure(name):
 
 
 def test_implicit_widths_follow_num_classes(p6_seven_classes):
-    head = p6_seven_classes.head
-    adds = [layer for layer in head.layers if isinstance(layer, ImplicitAdd)]
-    muls = [layer for layer in head.layers if isinstance(layer, ImplicitMultiply)]
+    head = p6_seven_classes.head_layers("detection")
+    adds = [layer for layer in head if isinstance(layer, ImplicitAdd)]
+    muls = [layer for layer in head if isinstance(layer, ImplicitMultiply)]
     assert [a.name for a in adds] == [f"module_list-{i}" for i in (203, 204, 205, 206)]
     assert [tuple(a.implicit.shape) for a in adds] == [(64,), (96,), (128,), (160,)]
     assert [m.name for m in muls] == [f"module_list-{i}" for i in (207, 208, 209, 210)]
@@ -121,7 +121,7 @@ def test_implicit_widths_follow_num_classes(p6_seven_classes):
 
 def test_prediction_bias_starts_at_the_official_prior(p6_seven_classes):
     for conv_index, stride in ((214, 8), (220, 16), (226, 32), (232, 64)):
-        layer = p6_seven_classes.head.get_layer(f"module_list-{conv_index}-Conv2d")
+        layer = p6_seven_classes.get_layer(f"module_list-{conv_index}-Conv2d")
         bias = keras.ops.convert_to_numpy(layer.bias).reshape(3, 12)
         # As the official `_initialize_biases`: PyTorch's default bias,
         # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), plus the objectness and class priors.
@@ -139,7 +139,7 @@ def test_backbone_reports_pyramid():
     assert backbone.pyramid_strides == {"P3": 8, "P4": 16, "P5": 32, "P6": 64}
     features = backbone(np.zeros((1, 128, 128, 3), "float32"))
     assert sorted(features) == ["P3", "P4", "P5", "P6"]
-    assert tuple(features["P6"].shape) == (1, 2, 2, backbone.pyramid_channels["P6"])
+    assert tuple(features["P6"].shape) == (1, 2, 2, backbone.output_channels["P6"])
 
 
 def test_wrong_image_sizes_get_a_clear_error(p6_seven_classes):

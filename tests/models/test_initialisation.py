@@ -55,7 +55,7 @@ def test_every_conv_kernel_has_pytorch_variance_and_bound(full_p6):
 def test_prediction_biases_are_uniform_plus_the_official_prior(full_p6):
     plan = make_plan(full_p6.architecture, 80, 1.0, 1.0)
     for level in plan.head_levels:
-        conv = full_p6.head.get_layer(keras_name(level.output_conv_name))
+        conv = full_p6.get_layer(keras_name(level.output_conv_name))
         fan_in = conv.kernel.shape[2]
         bound = 1.0 / math.sqrt(fan_in)
         noise = np.array(conv.bias, "float64") - prior_bias(plan.num_anchors, 80, level.stride)

@@ -75,6 +75,7 @@ class YOLORBackbone(keras.Model):
         self.deploy = bool(deploy)
         self.branch = plan.branch
         self.max_stride = int(plan.max_stride)
+        self.pyramid_strides = dict(plan.pyramid_strides)
         self.output_channels = {
             level: plan.channels[node] for level, node in plan.neck_outputs.items()
         }
