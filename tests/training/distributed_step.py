@@ -41,7 +41,6 @@ def main(mode, out_path):
     import keras
 
     from yolor_keras.tasks import YOLORObjectDetector
-    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training import YOLORSGD
     from yolor_keras.training.distribute import select_strategy
     from yolor_keras.training.distribute import use_synchronized_batchnorm
@@ -53,13 +52,15 @@ def main(mode, out_path):
     }[mode]()
     keras.utils.set_random_seed(7)
     with strategy.scope():
-        detector = YOLORObjectDetector.from_preset(
+        task = YOLORObjectDetector.from_preset(
             "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
         )
-        task = YOLORObjectDetector(detector, loss_scale=float(GLOBAL_BATCH))
         if strategy.num_replicas_in_sync > 1 and os.environ.get("SYNC_BN", "1") == "1":
             use_synchronized_batchnorm(task)
-        task.compile(optimizer=YOLORSGD(learning_rate=1e-3, momentum=0.9, kernel_weight_decay=5e-4))
+        task.compile(
+            optimizer=YOLORSGD(learning_rate=1e-3, momentum=0.9, kernel_weight_decay=5e-4),
+            loss_scale=float(GLOBAL_BATCH),
+        )
     if os.environ.get("SAVE_INITIAL"):
         np.savez(out_path + ".initial.npz", **{f"{i}": np.array(v) for i, v in enumerate(task.weights)})
     images, labels = make_batch()

@@ -27,16 +27,18 @@ HYP = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1
 def tiny_task(seed=0):
     """A compiled tiny YOLOR-P6 task whose optimizer is built (no training step traced)."""
     from yolor_keras.tasks import YOLORObjectDetector
-    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training.optimizer import build_optimizer
     from yolor_keras.training.recipe import Recipe
+    from yolor_keras.training.recipe import loss_settings
 
     keras.utils.set_random_seed(seed)
-    detector = YOLORObjectDetector.from_preset(
+    task = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
     )
-    task = YOLORObjectDetector.from_recipe(detector, Recipe(), loss_scale=4, class_names=["a", "b"])
-    task.compile(optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4))
+    task.compile(
+        optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
+    )
     task.optimizer.build(task.trainable_variables)
     return task
 

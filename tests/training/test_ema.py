@@ -105,11 +105,10 @@ def test_statistics_must_be_registered_before_the_optimizer_is_built():
 @pytest.fixture(scope="module")
 def tiny_task():
     keras.utils.set_random_seed(1)
-    detector = YOLORObjectDetector.from_preset(
+    task = YOLORObjectDetector.from_preset(
         "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
     )
-    task = YOLORObjectDetector(detector, loss_scale=2.0)
-    task.compile(optimizer=YOLORSGD(learning_rate=1e-3, ema_ramp=RAMP))
+    task.compile(optimizer=YOLORSGD(learning_rate=1e-3, ema_ramp=RAMP), loss_scale=2.0)
     task.optimizer.build(task.trainable_variables)
     bn_layers = []
     for layer in task._flatten_layers():
@@ -133,7 +132,7 @@ def test_detection_task_registers_every_batchnorm(tiny_task):
     assert all(id(average) in held for _, average in task.optimizer.statistic_pairs())
     # Loading a checkpoint compiles from its config: the averages exist
     # before the optimizer variables are read back, in the same order.
-    again = YOLORObjectDetector(task.detector, loss_scale=2.0)
+    again = YOLORObjectDetector.from_config(task.get_config())
     again.compile_from_config(task.get_compile_config())
     assert again.optimizer.built
     assert [v.shape for _, v in again.optimizer.statistic_pairs()] == [

@@ -16,10 +16,10 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.evaluation import evaluate_detector as evaluate_module
+from yolor_keras.evaluation import evaluation_loop
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import YOLORSGD
-from yolor_keras.training.callbacks import COCOEvaluationCallback
+from yolor_keras.training.callbacks import EvaluationCallback
 from yolor_keras.training.ema import ema_weights
 from yolor_keras.training.trainer import save_ema_detector
 
@@ -94,10 +94,10 @@ def test_evaluation_sees_the_ema_and_training_gets_its_raw_weights_back(trained,
 
     def spy(model, dataset, info, verbose=True, **kwargs):
         seen["values"] = _values(model.weights)
-        return {"mAP": 0.25, "mAP50": 0.5}
+        return {"mAP": 0.25, "mAP50": 0.5, "mAP75": 0.125}
 
-    monkeypatch.setattr(evaluate_module, "evaluate_detector", spy)
-    callback = COCOEvaluationCallback(dataset=None, info=None, verbose=False, epochs=1)
+    monkeypatch.setattr(evaluation_loop, "evaluate", spy)
+    callback = EvaluationCallback(dataset=None, info=None, verbose=False, epochs=1)
     callback.set_model(task)
     logs = {}
     callback.on_epoch_end(0, logs)

@@ -20,6 +20,7 @@ from yolor_keras.losses import YOLORLoss
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import YOLORSGD
 from yolor_keras.training.optimizer import build_optimizer
+from yolor_keras.training.recipe import loss_settings
 from yolor_keras.training.recipe import recipe_from_dict
 
 LOSS = {"box": 0.07, "cls": 0.3, "cls_pw": 1.5, "obj": 0.7, "obj_pw": 2.0, "anchor_t": 3.0, "fl_gamma": 1.5}
@@ -67,6 +68,14 @@ def _compile_arguments(recipe):
     values = dataclasses.asdict(recipe.loss)
     assert set(values) == set(RECIPE_TO_COMPILE), "a recipe loss key has no compile argument"
     return {RECIPE_TO_COMPILE[key]: value for key, value in values.items()}
+
+
+def test_loss_settings_maps_every_recipe_loss_key_to_its_compile_argument():
+    # What the trainer compiles with: the mapping above, the detector's
+    # weight 1 and the loss scale of batch 64 at the nominal batch 64.
+    assert loss_settings(RECIPE) == {
+        **_compile_arguments(RECIPE), "loss_scale": 64.0, "loss_weights": {"detection": 1.0}
+    }
 
 
 def test_recipe_loss_values_reach_the_tasks_loss(task):

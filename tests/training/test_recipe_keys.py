@@ -19,6 +19,7 @@ from yolor_keras.data import augment
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training import build_optimizer
 from yolor_keras.training.recipe import Recipe
+from yolor_keras.training.recipe import loss_settings
 
 # A base recipe where each probabilistic choice is certain, so that a change
 # shows in one sample, and warmup_min_steps does not hide warmup_epochs.
@@ -132,7 +133,8 @@ def detector():
 
 
 def _loss_value(detector, recipe):
-    task = YOLORObjectDetector.from_recipe(detector, recipe)
+    task = detector
+    task.compile(optimizer="sgd", **loss_settings(recipe))
     rng = np.random.default_rng(1)
     raw = [rng.normal(size=(2, 64 // s, 64 // s, 3, 8)).astype("float32") for s in detector.strides]
     # Boxes from 6 to 50 px, so that some anchor ratios lie between 2 and 4.

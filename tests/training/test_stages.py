@@ -195,23 +195,23 @@ HYP_TINY = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epo
 
 def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_boundary(tmp_path):
     """One boundary, fast: a checkpoint after 2 epochs of 3 batches, continued as a 9-mosaic tune stage to 8 epochs."""
-    import types
-
-    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training.callbacks import optimizer_counters
     from yolor_keras.training.callbacks import save_checkpoint
     from yolor_keras.training.recipe import OptimizerConfig
     from yolor_keras.training.recipe import Recipe
+    from yolor_keras.training.recipe import loss_settings
     from yolor_keras.training.trainer import _continue_task
     from yolor_keras.training.trainer import stage_recipe
 
     keras.utils.set_random_seed(0)
-    detector = YOLORObjectDetector.from_preset(
+    previous = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
     )
-    previous = YOLORObjectDetector.from_recipe(detector, Recipe(), loss_scale=4, class_names=["a", "b"])
-    previous.compile(optimizer=build_optimizer(HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4))
+    previous.compile(
+        optimizer=build_optimizer(HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
+    )
     variables = previous.trainable_variables
     rng = np.random.default_rng(0)
     for _ in range(6):  # two epochs of three batches
@@ -222,10 +222,10 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
     recipe = Recipe(optimizer=OptimizerConfig(**HYP_TINY)).override(epochs=8, batch_size=4, nominal_batch_size=4)
     recipe = stage_recipe(recipe, "tune")
     assert recipe.augment.mosaic_tiles == 9
-    task, state = _continue_task(
-        folder, recipe, recipe.train, steps=3, accumulate=1, continue_weights="ema",
-        train_info=types.SimpleNamespace(class_names=["a", "b"]),
-    )
+    task, state = _continue_task(folder, recipe, steps=3, continue_weights="ema")
+    assert task.class_names == ["a", "b"]
+    # Compiled with the new recipe's loss settings (batch 4 = nominal 4).
+    assert task.loss_settings["loss_scale"] == 4.0 and task.loss_settings["box_gain"] == 0.05
     optimizer = task.optimizer
     assert state["epoch"] == 2
     assert optimizer_counters(optimizer) == (6, 6)

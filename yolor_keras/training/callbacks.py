@@ -1,4 +1,4 @@
-"""Callbacks of a YOLOR training run: atomic checkpoints and COCO evaluation.
+"""Callbacks of a YOLOR training run: atomic checkpoints and evaluation of every head.
 
 A run directory holds its checkpoints as folders::
 
@@ -267,14 +267,27 @@ class ResultsLog(keras.callbacks.Callback):
         write_file_atomically(self.path, write)
 
 
-class COCOEvaluationCallback(keras.callbacks.Callback):
-    """COCO mAP on a validation set with the EMA weights, every few epochs.
+# Epoch-log names of the evaluation scores (`yolor_keras.evaluation.evaluate`).
+EVALUATION_LOGS = {
+    "mAP": "val_mAP",
+    "mAP50": "val_mAP50",
+    "label_mAP": "val_label_mAP",
+    "label_F1": "val_label_F1",
+    "recall@1": "val_recall_at_1",
+}
 
-    Adds ``val_mAP`` and ``val_mAP50`` to the epoch logs (so `EpochCheckpoint`,
-    `CSVLogger` and the history see them).
+
+class EvaluationCallback(keras.callbacks.Callback):
+    """Scores every head of the task with the EMA weights, every few epochs.
+
+    With `yolor_keras.evaluation.evaluate`: COCO mAP for detection, label
+    mAP and F1 for classification, recall@1 for embedding. Adds them to the
+    epoch logs as `EVALUATION_LOGS` names them (``val_mAP``, ``val_mAP50``,
+    ...), so `EpochCheckpoint`, `ResultsLog` and the history see them.
 
     Args:
-        dataset: evaluation batches from `build_dataset(..., training=False)`.
+        dataset: evaluation batches from `build_dataset(..., training=False)`
+            (with the extra targets of the task's other heads).
         info: their `DatasetInfo`.
         interval: evaluate every this many epochs (and after the last one).
         verbose: show the evaluation progress bar.
@@ -298,22 +311,25 @@ class COCOEvaluationCallback(keras.callbacks.Callback):
         stopping = getattr(self.model, "stop_training", False)
         if (epoch + 1) % self.interval and epoch + 1 != last_epoch and not stopping:
             return
-        from yolor_keras.evaluation.evaluate_detector import evaluate_detector
+        from yolor_keras.evaluation import evaluation_loop
 
         with ema_weights(self.model):
-            metrics = evaluate_detector(self.model, self.dataset, self.info, verbose=self.verbose)
+            metrics = evaluation_loop.evaluate(
+                self.model, self.dataset, self.info, verbose=self.verbose
+            )
         self.last_metrics = metrics
+        scores = {EVALUATION_LOGS[key]: float(metrics[key]) for key in EVALUATION_LOGS if key in metrics}
         if logs is not None:
-            logs["val_mAP"] = metrics["mAP"]
-            logs["val_mAP50"] = metrics["mAP50"]
+            logs.update(scores)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: val mAP@.5:.95 {metrics['mAP']:.4f}, mAP@.5 {metrics['mAP50']:.4f}")
+            shown = ", ".join(f"{key[4:]} {value:.4f}" for key, value in scores.items())
+            print(f"Epoch {epoch + 1}: {shown}")
 
 
 class TimeLimit(keras.callbacks.Callback):
     """Stops training at the end of the first epoch past a time budget.
 
-    Place it before `COCOEvaluationCallback`, which then evaluates that last
+    Place it before `EvaluationCallback`, which then evaluates that last
     epoch.
 
     Args:

@@ -12,6 +12,7 @@ import contextlib
 import keras
 import numpy as np
 
+from yolor_keras.tasks.yolor_object_detector import batchnorm_statistics
 from yolor_keras.training.optimizer import YOLORSGD
 
 
@@ -34,26 +35,11 @@ def has_ema(model):
     return _yolor_optimizer(model) is not None
 
 
-def batchnorm_statistics(model):
-    """The moving mean and variance of every BatchNormalization in ``model``.
-
-    In a fixed order (layers depth first, mean before variance), which is
-    the order of their averages in the optimizer's saved state.
-    """
-    statistics = []
-    seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization) and id(layer) not in seen:
-            seen.add(id(layer))
-            statistics.extend([layer.moving_mean, layer.moving_variance])
-    return statistics
-
-
 def average_batchnorm_statistics(model):
     """Makes ``model``'s `YOLORSGD` keep an EMA of its BatchNorm statistics.
 
     Call after ``model.compile`` and before training (or loading a
-    checkpoint). Does nothing when the model is not compiled with a
+    checkpoint); `YOLORObjectDetector.compile` does it itself. Does nothing when the model is not compiled with a
     `YOLORSGD` that keeps an EMA.
 
     Returns:

@@ -1,16 +1,43 @@
 """Training recipes: typed, validated configuration loaded from YAML.
 
-A recipe is data (``recipes/*.yaml``). Its sections map onto dataclasses so
-that a misspelt key or a wrong type fails at load time with the file and the
-field named, not hours into a run.
+A recipe is data (``recipes/*.yaml``). Each section maps onto a dataclass
+through one helper, `dataclass_from_dict`, so that a misspelt key or a wrong
+type fails at load time with the file, the section and the field named, not
+hours into a run.
+
+Sections:
+
+- ``train``: the preset, image size, epochs, batch sizes, precision and
+  evaluation interval;
+- ``model``: the backbone scaling and the task's heads: which heads, the
+  implicit knowledge of each (a form ``vector`` / ``network`` /
+  ``factorization``, ``none``, or ``{add: FORM, multiply: FORM}``), its
+  loss weight and its own settings;
+- ``optimizer``, ``loss``, ``augment``: the official hyperparameters, under
+  the official hyp-file names.
+
+`loss_settings` turns a recipe into the loss arguments of
+`YOLORObjectDetector.compile`, and `build_heads` into the task's heads.
 """
 
 import dataclasses
 import pathlib
+import typing
 
 import yaml
 
 from yolor_keras.data.recipe import AugmentationRecipe
+from yolor_keras.models.heads import normalize_implicit
+
+
+def _implicit_field(default="vector"):
+    # A form, none, or {add, multiply}: checked by the heads' own rule.
+    return dataclasses.field(default=default, metadata={"parse": _parse_implicit})
+
+
+def _parse_implicit(value, where):
+    normalize_implicit(value, where)
+    return dict(value) if isinstance(value, dict) else value
 
 
 @dataclasses.dataclass
@@ -22,6 +49,69 @@ class TrainConfig:
     nominal_batch_size: int = 64
     mixed_precision: bool = False
     eval_interval: int = 1
+
+
+@dataclasses.dataclass
+class DetectionHeadConfig:
+    implicit: typing.Any = _implicit_field()
+    loss_weight: float = 1.0
+
+
+@dataclasses.dataclass
+class ClassificationHeadConfig:
+    """Multi-label classification of the classes present in an image."""
+
+    implicit: typing.Any = _implicit_field()
+    loss_weight: float = 1.0
+    hidden_units: int = 256
+    pos_weight: float = 1.0  # BCE weight of present labels
+
+
+@dataclasses.dataclass
+class EmbeddingHeadConfig:
+    """An identity embedding trained with the supervised contrastive loss."""
+
+    implicit: typing.Any = _implicit_field()
+    loss_weight: float = 1.0
+    hidden_units: int = 256
+    embedding_dim: int = 128
+    temperature: float = 0.1
+
+
+HEAD_CONFIGS = {
+    "detection": DetectionHeadConfig,
+    "classification": ClassificationHeadConfig,
+    "embedding": EmbeddingHeadConfig,
+}
+
+
+def _parse_heads(value, where):
+    if not isinstance(value, dict) or not value:
+        raise ValueError(
+            f"`{where}` must map at least one of {list(HEAD_CONFIGS)} to its settings."
+        )
+    unknown = sorted(set(value) - set(HEAD_CONFIGS))
+    if unknown:
+        raise ValueError(f"`{where}`: unknown head(s) {unknown}; choose among {list(HEAD_CONFIGS)}.")
+    heads = {}
+    for name in HEAD_CONFIGS:  # canonical order
+        if name in value:
+            settings = value[name]
+            # `detection: vector` is short for `detection: {implicit: vector}`.
+            if settings is None or isinstance(settings, str):
+                settings = {"implicit": settings}
+            heads[name] = dataclass_from_dict(HEAD_CONFIGS[name], settings, f"{where}.{name}")
+    return heads
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    width_multiplier: float = 1.0
+    depth_multiplier: float = 1.0
+    heads: dict = dataclasses.field(
+        default_factory=lambda: {"detection": DetectionHeadConfig()},
+        metadata={"parse": _parse_heads},
+    )
 
 
 @dataclasses.dataclass
@@ -50,9 +140,10 @@ class LossConfig:
 
 @dataclasses.dataclass
 class Recipe:
-    """A full training recipe (defaults: the official hyp.scratch.1280)."""
+    """A full training recipe (defaults: the official hyp.scratch.1280, one detection head)."""
 
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     augment: AugmentationRecipe = dataclasses.field(default_factory=AugmentationRecipe)
@@ -65,6 +156,16 @@ class Recipe:
             flat.update(dataclasses.asdict(section))
         return flat
 
+    @property
+    def head_names(self):
+        """The task's heads, in canonical order."""
+        return tuple(self.model.heads)
+
+    @property
+    def accumulate(self):
+        """Batches whose gradients add up to one step (official ``round(nbs / bs)``)."""
+        return max(round(self.train.nominal_batch_size / self.train.batch_size), 1)
+
     def to_dict(self):
         return dataclasses.asdict(self)
 
@@ -73,81 +174,191 @@ class Recipe:
         changes = {k: v for k, v in train_fields.items() if v is not None}
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
 
+    def with_heads(self, heads):
+        """A copy with another ``model.heads`` mapping, checked like a loaded one."""
+        parsed = _parse_heads(heads, "model.heads")
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, heads=parsed))
 
-_SECTIONS = {
+
+SECTIONS = {
     "train": TrainConfig,
+    "model": ModelConfig,
     "optimizer": OptimizerConfig,
     "loss": LossConfig,
     "augment": AugmentationRecipe,
 }
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
 
 
-def _coerce(source, section, field, value, expected):
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-    elif expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif expected is str:
-        if isinstance(value, str):
-            return value
-    raise ValueError(
-        f"{source}: `{section}.{field}` must be {expected.__name__}, got {value!r}."
-    )
+def _typed(value, expected, where):
+    """``value`` as the type a field declares, or a ValueError naming the field."""
+    if expected is bool and isinstance(value, bool):
+        return value
+    # bool is an int to Python, never to a recipe.
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected in (str, dict) and isinstance(value, expected):
+        return value
+    raise ValueError(f"`{where}` must be {expected.__name__}, got {value!r}.")
+
+
+def dataclass_from_dict(cls, values, where):
+    """Builds the dataclass ``cls`` from a mapping, every field checked.
+
+    A field's annotation (int, float, bool, str, dict) is its type; a field
+    whose metadata has ``"parse"`` is read by that function instead (called
+    with the value and the field's dotted name). Errors are ValueErrors that
+    name the field by its dotted path (``where.field``); the caller adds the
+    file.
+
+    Args:
+        cls: a dataclass.
+        values: the mapping read from YAML (None: all defaults).
+        where: the dotted name of the section, e.g. ``"optimizer"``.
+    """
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ValueError(f"section `{where}` must be a mapping, got {type(values).__name__}.")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in section `{where}`; known keys: {sorted(fields)}."
+        )
+    kwargs = {}
+    for key, value in values.items():
+        field = fields[key]
+        parse = field.metadata.get("parse")
+        if parse is not None:
+            kwargs[key] = parse(value, f"{where}.{key}")
+            continue
+        expected = _TYPES.get(field.type, field.type) if isinstance(field.type, str) else field.type
+        kwargs[key] = _typed(value, expected, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        # The dataclass's own checks (e.g. an augmentation probability > 1).
+        raise ValueError(f"section `{where}`: {error}") from None
 
 
 def recipe_from_dict(data, source="<recipe>"):
-    """Builds a validated `Recipe` from a nested dict."""
+    """Builds a validated `Recipe` from a nested dict; errors name ``source``."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a recipe is a mapping of sections, got {type(data).__name__}.")
-    unknown = set(data) - set(_SECTIONS)
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ValueError(
-            f"{source}: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}."
-        )
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        values = data.get(name) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: section `{name}` must be a mapping.")
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(fields)
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown key(s) {sorted(unknown)} in section `{name}`; "
-                f"known keys: {sorted(fields)}."
-            )
-        types = {"int": int, "float": float, "bool": bool, "str": str}
-        try:
-            sections[name] = cls(
-                **{
-                    key: _coerce(source, name, key, value, types.get(fields[key], fields[key]))
-                    for key, value in values.items()
-                }
-            )
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: section `{name}`: {error}") from None
+        raise ValueError(f"{source}: unknown section(s) {unknown}; expected {sorted(SECTIONS)}.")
+    try:
+        sections = {
+            name: dataclass_from_dict(cls, data.get(name), name) for name, cls in SECTIONS.items()
+        }
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
     recipe = Recipe(**sections)
-    _validate(recipe, source)
+    validate_recipe(recipe, source)
     return recipe
 
 
-def _validate(recipe, source):
+def largest_stride(preset):
+    """The largest stride of a preset's architecture (64 for the P6 family, 32 for CSP)."""
+    from yolor_keras.models import get_preset
+    from yolor_keras.models import make_plan
+
+    return int(make_plan(get_preset(preset)["architecture"]).max_stride)
+
+
+def validate_recipe(recipe, source="<recipe>"):
+    """Checks the values of a recipe that no single field can check alone."""
+    try:
+        stride = largest_stride(recipe.train.model)
+    except ValueError as error:
+        raise ValueError(f"{source}: train.model: {error}") from None
+    train, model = recipe.train, recipe.model
     checks = [
-        (recipe.train.epochs >= 1, "train.epochs must be >= 1"),
-        (recipe.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (recipe.train.image_size % 32 == 0, "train.image_size must be a multiple of 32"),
+        (train.epochs >= 1, "train.epochs must be >= 1"),
+        (train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (train.nominal_batch_size >= 1, "train.nominal_batch_size must be >= 1"),
+        (train.eval_interval >= 1, "train.eval_interval must be >= 1"),
+        (
+            train.image_size >= stride and train.image_size % stride == 0,
+            f"train.image_size {train.image_size} must be a multiple of {stride}, the largest "
+            f"stride of {train.model}",
+        ),
+        (model.width_multiplier > 0, "model.width_multiplier must be > 0"),
+        (model.depth_multiplier > 0, "model.depth_multiplier must be > 0"),
         (recipe.optimizer.lr0 > 0, "optimizer.lr0 must be > 0"),
         (0 < recipe.optimizer.lrf <= 1, "optimizer.lrf must be in (0, 1]"),
         (recipe.loss.anchor_t > 1, "loss.anchor_t must be > 1"),
     ]
+    for name, head in model.heads.items():
+        checks.append((head.loss_weight >= 0, f"model.heads.{name}.loss_weight must be >= 0"))
+    embedding = model.heads.get("embedding")
+    if embedding is not None:
+        checks += [
+            (embedding.temperature > 0, "model.heads.embedding.temperature must be > 0"),
+            # The contrastive loss compares each image with the others of its batch.
+            (train.batch_size >= 2, "train.batch_size must be >= 2 for the embedding head"),
+        ]
     for ok, message in checks:
         if not ok:
             raise ValueError(f"{source}: {message}.")
+
+
+def loss_settings(recipe):
+    """The loss arguments of `YOLORObjectDetector.compile` a recipe gives.
+
+    The official names map onto the task's (``box`` -> ``box_gain``,
+    ``cls_pw`` -> ``cls_pos_weight``, ``fl_gamma`` -> ``focal_gamma``, ...);
+    the per-head loss weights and settings come from ``model.heads``; the
+    loss scale is the batch times the accumulation, the images whose
+    gradients one optimizer step sums (the official nominal batch).
+    """
+    loss, heads = recipe.loss, recipe.model.heads
+    settings = {
+        "box_gain": loss.box,
+        "obj_gain": loss.obj,
+        "cls_gain": loss.cls,
+        "anchor_t": loss.anchor_t,
+        "cls_pos_weight": loss.cls_pw,
+        "obj_pos_weight": loss.obj_pw,
+        "focal_gamma": loss.fl_gamma,
+        "loss_scale": float(recipe.train.batch_size * recipe.accumulate),
+        "loss_weights": {name: head.loss_weight for name, head in heads.items()},
+    }
+    if "classification" in heads:
+        settings["label_pos_weight"] = heads["classification"].pos_weight
+    if "embedding" in heads:
+        settings["temperature"] = heads["embedding"].temperature
+    return settings
+
+
+def build_heads(recipe, num_classes):
+    """The task heads a recipe describes, for a dataset of ``num_classes`` classes.
+
+    The classification head predicts which of the dataset's classes an image
+    holds, so it has one label per class.
+    """
+    from yolor_keras.models import ClassificationHead
+    from yolor_keras.models import DetectionHead
+    from yolor_keras.models import EmbeddingHead
+
+    heads = []
+    for name, head in recipe.model.heads.items():
+        if name == "detection":
+            heads.append(DetectionHead(num_classes, implicit=head.implicit))
+        elif name == "classification":
+            heads.append(
+                ClassificationHead(num_classes, hidden_units=head.hidden_units, implicit=head.implicit)
+            )
+        else:
+            heads.append(
+                EmbeddingHead(
+                    head.embedding_dim, hidden_units=head.hidden_units, implicit=head.implicit
+                )
+            )
+    return heads
 
 
 def read_recipe_yaml(path):
@@ -166,7 +377,6 @@ def read_recipe_yaml(path):
 def load_recipe(path):
     """Loads and validates a recipe YAML file."""
     return recipe_from_dict(read_recipe_yaml(path), source=str(path))
-
 
 STAGE_KINDS = ("train", "tune")
 

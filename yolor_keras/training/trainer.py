@@ -1,7 +1,11 @@
-"""`train`: a YOLOR training run with `model.fit`, end to end.
+"""`train`: a YOLOR training run with `model.fit`, end to end, for any task.
 
 recipe -> datasets -> task (+ optimizer, EMA) under a tf.distribute strategy
--> `fit` with per-epoch checkpoints and COCO evaluation -> the EMA model.
+-> `fit` with per-epoch checkpoints and evaluation -> the EMA model.
+
+The recipe's ``model.heads`` section says which heads the task has: a
+detector (the default), or detection with classification and embedding
+heads, trained together on batches that carry the extra targets.
 
 A run is reproducible from its seed and resumable to the same result: the
 model is initialised from the seed, and each epoch's batches are drawn from
@@ -19,12 +23,14 @@ import numpy as np
 
 from yolor_keras.atomic import write_file_atomically
 from yolor_keras.data import build_dataset
+from yolor_keras.data import class_presence
+from yolor_keras.data import identities_from
 from yolor_keras.data import load_source
 from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training.callbacks import CHECKPOINTS_DIR
 from yolor_keras.training.callbacks import POINTER_NAME
 from yolor_keras.training.callbacks import CheckpointError
-from yolor_keras.training.callbacks import COCOEvaluationCallback
+from yolor_keras.training.callbacks import EvaluationCallback
 from yolor_keras.training.callbacks import EpochCheckpoint
 from yolor_keras.training.callbacks import ResultsLog
 from yolor_keras.training.callbacks import RunProgress
@@ -40,7 +46,10 @@ from yolor_keras.training.distribute import use_synchronized_batchnorm
 from yolor_keras.training.ema import ema_weights
 from yolor_keras.training.optimizer import build_optimizer
 from yolor_keras.training.recipe import Recipe
+from yolor_keras.training.recipe import build_heads
 from yolor_keras.training.recipe import load_recipe
+from yolor_keras.training.recipe import loss_settings
+from yolor_keras.training.recipe import validate_recipe
 from yolor_keras.training.schedules import continued_schedules
 
 MODEL_NAME = "model.keras"
@@ -59,10 +68,11 @@ class TrainingResult:
     """What `train` returns.
 
     Args:
-        task: the trained `YOLORObjectDetector` (raw, non-EMA weights).
+        task: the trained `YOLORObjectDetector` (raw, non-EMA weights; its
+            optimizer holds the EMA, see `yolor_keras.training.ema`).
         history: the `keras.callbacks.History` of the run's epochs.
-        metrics: the last COCO evaluation (EMA weights), or None.
-        model_path: the saved EMA detector (`model.keras`).
+        metrics: the last evaluation (EMA weights) of every head, or None.
+        model_path: the saved EMA task (`model.keras`).
     """
 
     task: YOLORObjectDetector
@@ -160,26 +170,111 @@ def _copy_optimizer_state(source, target, where):
         )
 
 
-def _continue_task(folder, recipe, settings, steps, accumulate, continue_weights, train_info):
+def extra_targets(data, split, heads):
+    """`build_dataset`'s extra targets for the non-detection heads of a task.
+
+    The classification head learns which classes an image holds (from its
+    boxes); the embedding head learns identities, the ``instance_id`` of an
+    image's largest object, read from a COCO JSON file (``data`` itself, or
+    ``data/annotations/instances_{split}.json``).
+    """
+    targets = {}
+    if "classification" in heads:
+        targets["classification"] = class_presence
+    if "embedding" in heads:
+        path = os.fspath(data)
+        if not path.endswith(".json"):
+            path = os.path.join(path, "annotations", f"instances_{split}.json")
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"{data}: the embedding head needs a COCO JSON with instance_id annotations; "
+                f"{path} does not exist."
+            )
+        targets["embedding"] = identities_from(path)
+    return targets or None
+
+
+def compile_task(task, recipe, steps_per_epoch):
+    """Compiles ``task`` with the recipe's `YOLORSGD` and loss settings."""
+    settings = recipe.train
+    optimizer = build_optimizer(
+        dataclasses.asdict(recipe.optimizer),
+        steps_per_epoch=steps_per_epoch,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        nominal_batch_size=settings.nominal_batch_size,
+    )
+    task.compile(optimizer=optimizer, **loss_settings(recipe))
+    return task
+
+
+def _same_heads(task, heads):
+    configs = [(head.name, head.get_config()) for head in heads]
+    return [(head.name, head.get_config()) for head in task.heads] == configs
+
+
+def initial_task(recipe, num_classes, class_names, weights=None):
+    """The task a new run starts from: the recipe's preset and heads.
+
+    With ``weights`` (a saved `YOLORObjectDetector`, e.g. converted official
+    weights), its architecture and weights; a detector's weights start a
+    task with more heads through `load_detector_weights`.
+    """
+    settings, model = recipe.train, recipe.model
+    heads = build_heads(recipe, num_classes)
+    if weights is None:
+        return YOLORObjectDetector.from_preset(
+            settings.model,
+            width_multiplier=model.width_multiplier,
+            depth_multiplier=model.depth_multiplier,
+            heads=heads,
+            class_names=list(class_names),
+        )
+    source = keras.saving.load_model(weights, compile=False)
+    if not isinstance(source, YOLORObjectDetector):
+        raise ValueError(f"{weights}: not a saved YOLORObjectDetector ({type(source).__name__}).")
+    if source.num_classes != num_classes:
+        raise ValueError(
+            f"{weights}: the model predicts {source.num_classes} classes but the dataset has "
+            f"{num_classes} ({list(class_names)[:5]}...)."
+        )
+    if _same_heads(source, heads):
+        task = source
+    else:
+        task = YOLORObjectDetector.from_architecture(
+            source.architecture,
+            width_multiplier=source.width_multiplier,
+            depth_multiplier=source.depth_multiplier,
+            image_size=source.image_size,
+            heads=heads,
+        )
+        task.load_detector_weights(source)
+    task.class_names = list(class_names)
+    return task
+
+
+def copy_task(task):
+    """A new, uncompiled task with ``task``'s configuration and weights."""
+    copy = YOLORObjectDetector.from_config(task.get_config())
+    copy.set_weights(task.get_weights())
+    return copy
+
+
+def _continue_task(folder, recipe, steps, continue_weights):
     """The task and optimizer of a run that continues another run's checkpoint."""
     previous, state = load_checkpoint(folder)
     start_epoch = state["epoch"]
+    settings = recipe.train
     if settings.epochs <= start_epoch:
         raise ValueError(
             f"{folder} was taken after {start_epoch} epochs; --epochs {settings.epochs} leaves "
             f"nothing to train (give the new total, e.g. 450 for the official tune stage)."
         )
-    detector = previous.detector
-    task = YOLORObjectDetector.from_recipe(
-        detector, recipe, loss_scale=settings.batch_size * accumulate, class_names=train_info.class_names
-    )
-    optimizer = build_optimizer(
-        dataclasses.asdict(recipe.optimizer),
-        steps_per_epoch=steps,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        nominal_batch_size=settings.nominal_batch_size,
-    )
+    # The continued run trains the previous run's task with this recipe's
+    # optimizer and loss; a fresh copy is compiled anew.
+    task = copy_task(previous)
+    compile_task(task, recipe, steps)
+    optimizer = getattr(task.optimizer, "inner_optimizer", task.optimizer)
     previous_optimizer = getattr(previous.optimizer, "inner_optimizer", previous.optimizer)
     weights_lr, bias_lr, momentum = continued_schedules(
         optimizer, previous_optimizer, state["step"], start_epoch, steps
@@ -187,7 +282,6 @@ def _continue_task(folder, recipe, settings, steps, accumulate, continue_weights
     optimizer.learning_rate = weights_lr
     optimizer.bias_learning_rate = bias_lr
     optimizer.momentum = momentum
-    task.compile(optimizer=optimizer)
     inner = getattr(task.optimizer, "inner_optimizer", task.optimizer)
     inner.build(task.trainable_variables)
     _copy_optimizer_state(previous_optimizer, inner, folder)
@@ -220,8 +314,8 @@ def train(
     val_data=None,
     train_split="train",
     val_split="val",
-    width_multiplier=1.0,
-    depth_multiplier=1.0,
+    width_multiplier=None,
+    depth_multiplier=None,
     weights=None,
     resume=False,
     continue_from=None,
@@ -236,14 +330,16 @@ def train(
     time_limit_minutes=None,
     verbose=1,
 ):
-    """Trains a YOLOR detector with `model.fit` by a recipe.
+    """Trains a YOLOR task (a detector, or several heads) with `model.fit` by a recipe.
 
     Args:
         data: the training dataset in any form `build_dataset` reads (COCO
             layout folder, COCO JSON, YOLO folder or data YAML, "tfds:NAME").
+            A task with an embedding head needs COCO JSON annotations with
+            ``instance_id`` (e.g. `yolor_keras.data.synthetic`).
         out_dir: run directory: a checkpoint every epoch (see
             `yolor_keras.training.callbacks`), ``results.csv``, and
-            ``model.keras`` (EMA detector) at the end. It must be empty or
+            ``model.keras`` (EMA task) at the end. It must be empty or
             absent for a new run (see ``exist_ok``).
         recipe: a `Recipe`, a recipe YAML path, or None (hyp.scratch.1280).
         model: preset name; defaults to the recipe's ``train.model``.
@@ -252,9 +348,11 @@ def train(
         val_data: the validation dataset; defaults to ``data`` with
             ``val_split``. False disables evaluation.
         train_split, val_split: split names inside ``data``.
-        width_multiplier, depth_multiplier: model scaling (tiny models).
-        weights: a `.keras` detector (e.g. converted official weights) to
-            start from; warmup, cosine and EMA start afresh.
+        width_multiplier, depth_multiplier: override the recipe's
+            ``model`` scaling (tiny models).
+        weights: a saved `YOLORObjectDetector` (`.keras`, e.g. converted
+            official weights) to start from; warmup, cosine and EMA start
+            afresh. A detector's weights also start a task with more heads.
         resume: continue the run in ``out_dir`` from its latest checkpoint, at
             the same epoch and optimizer step, with optimizer and EMA state,
             exactly as if it had not stopped (with the run's own seed, stage
@@ -290,7 +388,12 @@ def train(
     recipe = _recipe(recipe).override(
         model=model, epochs=epochs, batch_size=batch_size, image_size=image_size
     )
+    scaling = {"width_multiplier": width_multiplier, "depth_multiplier": depth_multiplier}
+    scaling = {key: float(value) for key, value in scaling.items() if value is not None}
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, **scaling))
+    validate_recipe(recipe, "train()")
     recipe = stage_recipe(recipe, stage)
+    heads = recipe.head_names
     settings = recipe.train
     if continue_from is not None:
         continue_folder = resolve_checkpoint(continue_from)
@@ -309,33 +412,43 @@ def train(
     source = load_source(data, split=train_split, verbose=bool(verbose))
 
     def epoch_dataset(epoch, verbose_build=False):
+        targets = extra_targets(data, train_split, heads)
+        if targets is None:
+            options = {"recipe": recipe.augment}
+        else:
+            # A mosaic (and any warp) mixes images whose per-image targets
+            # (classes present, identity) would then no longer describe the
+            # sample: letterboxed images, flipped as the recipe's fliplr says.
+            options = {"augment": False, "flip": recipe.augment.fliplr > 0, "extra_targets": targets}
         return build_dataset(
             source,
             image_size=settings.image_size,
             batch_size=settings.batch_size,
             training=True,
-            recipe=recipe.augment,
             seed=epoch_seed(seed, epoch),
             cache=cache,
             verbose=verbose_build,
+            **options,
         )
 
-    evaluation = None
-    if val_data is not False:
+    def evaluation_callback():
+        if val_data is False:
+            return None
+        validation = val_data if val_data is not None else data
         val_dataset, val_info = build_dataset(
-            val_data if val_data is not None else data,
+            validation,
             split=val_split,
             image_size=settings.image_size,
             batch_size=settings.batch_size,
             training=False,
             cache=cache,
             verbose=bool(verbose),
+            extra_targets=extra_targets(validation, val_split, heads),
         )
-        evaluation = COCOEvaluationCallback(
+        return EvaluationCallback(
             val_dataset, val_info, settings.eval_interval, verbose=bool(verbose), epochs=settings.epochs
         )
 
-    accumulate = max(round(settings.nominal_batch_size / settings.batch_size), 1)
     initial_epoch = 0
     first_dataset = None
     with strategy.scope():
@@ -354,6 +467,8 @@ def train(
             if epochs is None and "epochs" in state:
                 recipe = recipe.override(epochs=state["epochs"])
             settings = recipe.train
+            # The checkpoint's task decides the heads (and so the targets).
+            heads = task.head_names
             if verbose:
                 print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['step']}.")
             if initial_epoch >= settings.epochs:
@@ -369,49 +484,18 @@ def train(
         first_dataset, train_info = epoch_dataset(initial_epoch, verbose_build=bool(verbose))
         steps = train_info.num_batches if steps_per_epoch is None else min(steps_per_epoch, train_info.num_batches)
         if continue_from is not None:
-            task, state = _continue_task(
-                continue_folder, recipe, settings, steps, accumulate, continue_weights, train_info
-            )
+            task, state = _continue_task(continue_folder, recipe, steps, continue_weights)
             if verbose:
                 print(
                     f"Continuing {continue_folder} at epoch {initial_epoch} of {settings.epochs}, "
                     f"step {state['step']}, {state['updates']} EMA updates."
                 )
         elif not resume:
-            if weights is not None:
-                detector = keras.saving.load_model(weights, compile=False)
-                if isinstance(detector, YOLORObjectDetector):
-                    detector = detector.detector
-            else:
-                detector = YOLORObjectDetector.from_preset(
-                    settings.model,
-                    num_classes=train_info.num_classes,
-                    width_multiplier=width_multiplier,
-                    depth_multiplier=depth_multiplier,
-                    class_names=list(train_info.class_names),
-                )
-            if detector.num_classes != train_info.num_classes:
-                raise ValueError(
-                    f"The model predicts {detector.num_classes} classes but the dataset has "
-                    f"{train_info.num_classes} ({list(train_info.class_names)[:5]}...)."
-                )
-            task = YOLORObjectDetector.from_recipe(
-                detector,
-                recipe,
-                loss_scale=settings.batch_size * accumulate,
-                class_names=train_info.class_names,
-            )
-            optimizer = build_optimizer(
-                dataclasses.asdict(recipe.optimizer),
-                steps_per_epoch=steps,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                nominal_batch_size=settings.nominal_batch_size,
-            )
-            task.compile(optimizer=optimizer)
-        if task.detector.num_classes != train_info.num_classes:
+            task = initial_task(recipe, train_info.num_classes, train_info.class_names, weights)
+            compile_task(task, recipe, steps)
+        if task.num_classes != train_info.num_classes and "detection" in task.head_names:
             raise ValueError(
-                f"The checkpoint's model predicts {task.detector.num_classes} classes but the "
+                f"The checkpoint's model predicts {task.num_classes} classes but the "
                 f"dataset has {train_info.num_classes}."
             )
         if strategy.num_replicas_in_sync > 1:
@@ -421,8 +505,9 @@ def train(
     # Order matters: the time limit decides whether this epoch is the last,
     # evaluation adds val_mAP to the logs, then the checkpoint and CSV see them.
     callbacks = [RunProgress(settings.epochs)]
-    if evaluation is not None:
-        evaluation.epochs = settings.epochs  # a resumed run may have read its length
+    # Built once the heads are known (a resumed run reads them), with the
+    # run's length (a resumed run may have read it too).
+    evaluation = evaluation_callback()
     time_limit = None
     if time_limit_minutes is not None:
         time_limit = TimeLimit(time_limit_minutes)
@@ -471,12 +556,14 @@ def train(
 
 
 def save_ema_detector(task, path):
-    """Saves ``task``'s detector with its EMA weights (what is deployed).
+    """Saves ``task`` with its EMA weights and without optimizer (what is deployed).
 
     BatchNorm synchronisation is a training-time TensorFlow setting; the
-    saved detector has it off so that it loads on any backend.
+    saved task has it off so that it loads on any backend.
     """
     use_synchronized_batchnorm(task, False)
     with ema_weights(task):
-        write_file_atomically(path, task.detector.save)
+        # An uncompiled copy: the deployed file holds no optimizer state.
+        deployed = copy_task(task)
+    write_file_atomically(path, deployed.save)
     return path
