@@ -1,11 +1,11 @@
 """`YOLORImageConverter` and the one letterbox, against hand-computed geometry and the official formulas."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-import keras
 from yolor_keras.data import PAD_VALUE
 from yolor_keras.data import boxes_to_original
 from yolor_keras.data import letterbox
