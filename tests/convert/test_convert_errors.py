@@ -114,6 +114,35 @@ def test_cli_converts_to_a_loadable_keras_file(fixtures_dir, tmp_path, capsys):
     assert np.abs(got - reference.transpose(0, 2, 3, 1, 4)).max() <= 0.006
 
 
+def test_cli_writes_a_preset_folder_that_from_preset_loads(fixtures_dir, tmp_path, capsys):
+    from yolor_keras.models import YOLORBackbone
+    from yolor_keras.tasks import YOLORObjectDetector
+
+    preset = tmp_path / "tiny_p6_paper"
+    status = yolor_main(
+        [
+            "convert",
+            str(fixtures_dir / "tiny_yolor_p6_paper.pt"),
+            "--model",
+            "yolor_p6_paper",
+            "--out",
+            str(tmp_path / "tiny.keras"),
+            "--preset",
+            str(preset),
+        ]
+    )
+    assert status == 0
+    assert "Wrote the preset folder" in capsys.readouterr().out
+    task = YOLORObjectDetector.from_preset(preset)
+    image = np.load(fixtures_dir / "tiny_input.npz")["x"].transpose(0, 2, 3, 1)
+    reference = np.load(fixtures_dir / "tiny_yolor_p6_paper_output.npz")
+    for level, got in enumerate(task(image)):
+        expected = reference[f"raw_{level}_f64"].transpose(0, 2, 3, 1, 4)
+        assert np.abs(keras.ops.convert_to_numpy(got) - expected).max() <= 0.004
+    backbone = YOLORBackbone.from_preset(preset)
+    assert backbone.count_params() == task.backbone.count_params()
+
+
 def test_cli_reports_errors_without_a_traceback(fixtures_dir, tmp_path, capsys):
     out = tmp_path / "x.keras"
     status = yolor_main(

@@ -1,4 +1,4 @@
-"""``yolor convert``: official PyTorch checkpoint -> ``.keras`` file."""
+"""``yolor convert``: official PyTorch checkpoint -> ``.keras`` file (and preset folder)."""
 
 import os
 import sys
@@ -31,6 +31,13 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--out", help="the .keras file to write (default: the checkpoint's name with .keras)"
+    )
+    parser.add_argument(
+        "--preset",
+        help=(
+            "also write a preset folder there (config and weights), which "
+            "YOLORObjectDetector.from_preset(folder) and YOLORBackbone.from_preset(folder) load"
+        ),
     )
     parser.add_argument(
         "--num-classes",
@@ -81,6 +88,9 @@ def run(args):
         # writes (ValueError, OSError) are printed as one line by `yolor`.
         print(f"yolor convert: error: {error}", file=sys.stderr)
         return 2
+    if args.preset:
+        model.save_to_preset(args.preset)
+        print(f"Wrote the preset folder {args.preset}.")
     parameters = sum(_size(w) for w in model.trainable_weights)
     print(
         f"Wrote {out}: {model.num_classes} classes, strides {model.strides}, "

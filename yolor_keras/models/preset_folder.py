@@ -93,5 +93,17 @@ def save_preset(task, path):
         task.backbone.save_weights(os.path.join(folder, BACKBONE_WEIGHTS))
         task.save_weights(os.path.join(folder, TASK_WEIGHTS))
 
-    write_directory_atomically(path, write)
+    def check(folder):
+        # The folder is put in place only if it loads back to the same weights.
+        preset = load_preset_config(folder)
+        restored = keras.saving.deserialize_keras_object(preset.config["task"])
+        preset.load_task_weights(restored)
+        saved = [keras.ops.convert_to_numpy(w) for w in task.weights]
+        loaded = [keras.ops.convert_to_numpy(w) for w in restored.weights]
+        if len(saved) != len(loaded) or not all(
+            a.shape == b.shape and (a == b).all() for a, b in zip(saved, loaded)
+        ):
+            raise ValueError(f"{path}: the preset written does not load back to the same weights.")
+
+    write_directory_atomically(path, write, check=check)
     return path
