@@ -3,7 +3,7 @@
 Trains the demo's tiny YOLOR-P6 (`yolor_keras.demo`: width 0.25, depth
 0.33, the official recipe with lr0 0.02, a one-epoch warmup and mosaic 0.5)
 for a fixed number of epochs on the synthetic shapes dataset, then scores
-the saved model with the *current* tree's `evaluate_detector` under both
+the saved model with the *current* tree's `evaluate` under both
 protocols, so that two trees (say, before and after a change to the EMA,
 the initialisation or the scoring) are compared on equal terms.
 
@@ -58,8 +58,8 @@ def score_runs(data, runs):
     import keras
 
     from yolor_keras.data import load_source
-    from yolor_keras.evaluation.evaluate_detector import evaluate_detector
-    from yolor_keras.evaluation.evaluate_detector import evaluation_batches
+    from yolor_keras.evaluation import evaluate
+    from yolor_keras.evaluation import evaluation_batches
 
     source = load_source(data, split="val", verbose=False)
     print("| run | epochs | minutes | protocol | mAP@.5 | mAP@.5:.95 |")
@@ -73,7 +73,7 @@ def score_runs(data, runs):
             dataset, info = evaluation_batches(
                 source, detector, image_size=256, batch_size=16, protocol=protocol, verbose=False
             )
-            result = evaluate_detector(detector, dataset, info, verbose=False)
+            result = evaluate(detector, dataset, info, verbose=False)
             print(
                 f"| {run} | {trained['epochs']} | {trained['minutes']:.1f} | {protocol} | "
                 f"{result['mAP50']:.3f} | {result['mAP']:.3f} |",

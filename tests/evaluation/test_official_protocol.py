@@ -7,7 +7,7 @@ from yolor_keras.evaluation import COCO_CATEGORY_IDS
 from yolor_keras.evaluation import COCO_EVAL_NMS
 from yolor_keras.evaluation import COCOEvaluator
 from yolor_keras.layers import non_max_suppression
-from yolor_keras.inference import scale_boxes_to_original
+from yolor_keras.data.image_decoding import letterbox_to_original
 
 INPUT_SIZE = 320
 NUM_CLASSES = 80
@@ -72,7 +72,7 @@ def test_official_protocol_recovers_perfect_predictions():
 
     detections = non_max_suppression(decoded, **COCO_EVAL_NMS)
     letterboxed_boxes = detections["boxes"]
-    detections["boxes"] = scale_boxes_to_original(letterboxed_boxes, scales, pads, sizes)
+    detections["boxes"] = letterbox_to_original(letterboxed_boxes, scales, pads, sizes)
 
     evaluator = COCOEvaluator(ground_truth, category_ids=COCO_CATEGORY_IDS)
     evaluator.process([image_id for image_id, _, _ in images], detections)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from yolor_keras.evaluation import evaluate_detector as evaluate_module
+from yolor_keras.evaluation import evaluation_loop
 from yolor_keras.evaluation.ground_truth import annotation_file
 from yolor_keras.evaluation.ground_truth import ground_truth
 from yolor_keras.evaluation.ground_truth import load_annotation_file
@@ -190,6 +190,7 @@ class FixedDetector:
     strides = [8, 16, 32, 64]
     anchors = np.ones((4, 3, 2), np.float32)
     image_size = None
+    head_names = ("detection",)
 
     def __init__(self, coco, detections, width=16):
         colours = {background(i): image for i, image in enumerate(coco["images"])}
@@ -198,8 +199,8 @@ class FixedDetector:
         self.width = width
         self.canvases = {}  # image id -> (height, width) of its batch canvas
 
-    def detection_function(self, model, nms=None):
-        del model, nms
+    def detection_function(self, task, prediction_decoder=None):
+        del task, prediction_decoder
         return self.detect
 
     def detect(self, images):
@@ -270,14 +271,14 @@ def test_both_protocols_score_fixed_detections_as_pycocotools_on_the_file(
 
     _, path, coco, detections = dataset
     detector = FixedDetector(coco, detections)
-    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    monkeypatch.setattr(evaluation_loop, "detection_function", detector.detection_function)
     source = read_coco_json(path, verbose=False)
     reference = pycocotools_on_file(path, detections)
 
-    batches, info = evaluate_module.evaluation_batches(
+    batches, info = evaluation_loop.evaluation_batches(
         source, detector, image_size=256, batch_size=3, protocol="official"
     )
-    official = evaluate_module.evaluate_detector(detector, batches, info, verbose=False)
+    official = evaluation_loop.evaluate(detector, batches, info, verbose=False)
     np.testing.assert_allclose(stats(official), reference, atol=1e-4)
     assert 0.2 < official["mAP"] < 0.9
     # Canvases by hand (sorted h/w: 400x200, 500x333, 640x480 | 320x320,
@@ -294,10 +295,10 @@ def test_both_protocols_score_fixed_detections_as_pycocotools_on_the_file(
     assert detector.canvases == official_canvases(coco, 256, 64, 3)
 
     # The square protocol letterboxes differently but maps back just as well.
-    batches, info = evaluate_module.evaluation_batches(
+    batches, info = evaluation_loop.evaluation_batches(
         source, detector, image_size=256, batch_size=3, protocol="square"
     )
-    square = evaluate_module.evaluate_detector(detector, batches, info, verbose=False)
+    square = evaluation_loop.evaluate(detector, batches, info, verbose=False)
     np.testing.assert_allclose(stats(square), reference, atol=1e-4)
     assert set(detector.canvases.values()) == {(256, 256)}
 
@@ -310,15 +311,15 @@ def test_the_readers_records_would_score_differently(dataset, monkeypatch):
 
     _, path, coco, detections = dataset
     detector = FixedDetector(coco, detections)
-    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    monkeypatch.setattr(evaluation_loop, "detection_function", detector.detection_function)
     source = read_coco_json(path, verbose=False)
     assert annotation_file(source) == str(path)
-    batches, info = evaluate_module.evaluation_batches(
+    batches, info = evaluation_loop.evaluation_batches(
         source, detector, image_size=256, batch_size=4, protocol="official"
     )
-    from_file = stats(evaluate_module.evaluate_detector(detector, batches, info, verbose=False))
+    from_file = stats(evaluation_loop.evaluate(detector, batches, info, verbose=False))
     from_records = stats(
-        evaluate_module.evaluate_detector(
+        evaluation_loop.evaluate(
             detector, batches, info, verbose=False, annotations=source.to_coco_dict()
         )
     )
@@ -336,7 +337,7 @@ def test_yolor_evaluate_equals_pycocotools_on_the_annotation_file(
 
     root, path, coco, detections = dataset
     detector = FixedDetector(coco, detections)
-    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    monkeypatch.setattr(evaluation_loop, "detection_function", detector.detection_function)
     monkeypatch.setattr(keras.saving, "load_model", lambda *args, **kwargs: detector)
     metrics_path, results_path = tmp_path / "metrics.json", tmp_path / "results.json"
     # No --image-size or --protocol: a P6-family model (largest stride 64) is
@@ -389,7 +390,7 @@ def test_yolor_evaluate_with_one_image_per_batch_gives_each_its_own_canvas(
     root, path, coco, detections = dataset
     detector = FixedDetector(coco, detections)
     detector.strides = [8, 16, 32]  # CSP family: 640 and stride 32 by default
-    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    monkeypatch.setattr(evaluation_loop, "detection_function", detector.detection_function)
     monkeypatch.setattr(keras.saving, "load_model", lambda *args, **kwargs: detector)
     metrics_path = tmp_path / "metrics.json"
     code = cli.main(
@@ -428,13 +429,13 @@ def test_a_real_tiny_model_runs_through_the_official_protocol(dataset, tmp_path)
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
     source = read_coco_json(path, verbose=False)
-    batches, info = evaluate_module.evaluation_batches(
+    batches, info = evaluation_loop.evaluation_batches(
         source, model, image_size=128, batch_size=3, protocol="official"
     )
     shapes = {tuple(images.shape[1:3]) for images, _ in batches}
     assert shapes == {(128, 192), (192, 192), (192, 128)}  # ceil(2 * s + 0.5) * 64
     results_path = tmp_path / "results.json"
-    metrics = evaluate_module.evaluate_detector(
+    metrics = evaluation_loop.evaluate(
         model, batches, info, verbose=False, results_path=results_path
     )
     saved = json.loads(results_path.read_text())
@@ -507,11 +508,11 @@ def test_official_protocol_refuses_a_fixed_size_model(dataset):
         image_size = 640
 
     with pytest.raises(ValueError, match="fixed input size 640"):
-        evaluate_module.evaluation_batches(
+        evaluation_loop.evaluation_batches(
             read_coco_json(path, verbose=False), FixedSize(), protocol="official"
         )
     with pytest.raises(ValueError, match="protocol"):
-        evaluate_module.evaluation_batches(
+        evaluation_loop.evaluation_batches(
             read_coco_json(path, verbose=False), FixedSize(), protocol="rect"
         )
 
@@ -520,16 +521,16 @@ def test_training_callback_scores_against_the_annotation_file(dataset, monkeypat
     """The training-time evaluation (square batches built by the trainer) uses
     the same ground truth as `yolor evaluate`."""
     from yolor_keras.data import build_dataset
-    from yolor_keras.training.callbacks import COCOEvaluationCallback
+    from yolor_keras.training.callbacks import EvaluationCallback
 
     root, path, coco, detections = dataset
     detector = FixedDetector(coco, detections)
     detector.optimizer = None  # no EMA to swap in
-    monkeypatch.setattr(evaluate_module, "detection_function", detector.detection_function)
+    monkeypatch.setattr(evaluation_loop, "detection_function", detector.detection_function)
     batches, info = build_dataset(
         root, split="val", image_size=128, batch_size=4, training=False, verbose=False
     )
-    callback = COCOEvaluationCallback(batches, info, verbose=False)
+    callback = EvaluationCallback(batches, info, verbose=False)
     callback.set_model(detector)
     logs = {}
     callback.on_epoch_end(0, logs)

@@ -22,9 +22,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from yolor_keras.cli import main
 from yolor_keras.export.folding import deploy_form
-from yolor_keras.inference.letterboxing import letterbox
 from yolor_keras.inference.predictor import Predictor
 from yolor_keras.inference.predictor import with_precision
+from yolor_keras.layers import YOLORImageConverter
 from yolor_keras.models import decode_predictions
 
 IMAGE_SIZE = 128
@@ -41,9 +41,8 @@ def detector():
 
 @pytest.fixture(scope="module")
 def letterboxed():
-    return np.stack(
-        [letterbox(scene(h, w, seed=seed), IMAGE_SIZE)[0].numpy() for h, w, seed in SCENES]
-    )
+    converter = YOLORImageConverter(IMAGE_SIZE)
+    return np.stack([converter(scene(h, w, seed=seed))[0].numpy() for h, w, seed in SCENES])
 
 
 def relative_errors(reference, other):

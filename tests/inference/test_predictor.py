@@ -1,5 +1,7 @@
-"""Tests of `letterbox`, `read_image` and the end-to-end `Predictor`."""
+"""Tests of `read_image` and the end-to-end `Predictor`: its letterbox, `task.detect`
+and the mapping back, against the public pieces and the letterbox geometry by hand."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,12 +10,42 @@ from deployment_helper import scene
 from deployment_helper import tiny_detector
 
 from yolor_keras.inference import Predictor
-from yolor_keras.inference import letterbox
-from yolor_keras.layers import non_max_suppression
 from yolor_keras.inference import read_image
+from yolor_keras.layers import NonMaxSuppression
+from yolor_keras.layers import YOLORImageConverter
+from yolor_keras.layers import non_max_suppression
+from yolor_keras.models import ClassificationHead
+from yolor_keras.models import DetectionHead
+from yolor_keras.models import EmbeddingHead
 from yolor_keras.models import decode_predictions
+from yolor_keras.tasks import YOLORObjectDetector
 
 IMAGE_SIZE = 128
+
+
+def rebuilt(task, **changes):
+    """A copy of `task` with some constructor arguments changed, same weights."""
+    config = {**task.get_config(), **changes}
+    for key in ("preprocessor", "prediction_decoder"):
+        if isinstance(config[key], keras.layers.Layer):
+            config[key] = keras.saving.serialize_keras_object(config[key])
+    copy = type(task).from_config(config)
+    copy.set_weights(task.get_weights())
+    return copy
+
+
+def hand_mapping(boxes, height, width, side=IMAGE_SIZE):
+    """Letterboxed boxes -> original pixels by the official geometry, by hand.
+
+    r = min(S / h, S / w); the image is resized to round(side * r) and
+    centred, the odd padding pixel at the bottom / right; each axis is
+    scaled back by the factor its pixels were resampled by.
+    """
+    ratio = min(side / height, side / width)
+    new_h, new_w = round(height * ratio), round(width * ratio)
+    pad = np.array([(side - new_w) // 2, (side - new_h) // 2] * 2, np.float32)
+    scale = np.array([new_w / width, new_h / height] * 2, np.float32)
+    return np.clip((np.asarray(boxes) - pad) / scale, 0, [width, height, width, height])
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +58,14 @@ def predictor(detector):
     return Predictor(detector, image_size=IMAGE_SIZE, class_names=["a", "b", "c"])
 
 
-def test_letterbox_geometry_by_hand():
+def test_letterbox_geometry_by_hand(predictor):
     # 100 x 200 into 128: scale 0.64 -> 64 x 128, padded 32 rows top and bottom.
     image = np.zeros((100, 200, 3), np.uint8)
     image[:, :] = (10, 200, 30)
     image[20:40, 50:100] = 255  # a white block
-    letterboxed, scale, pad = (value.numpy() for value in letterbox(image, 128))
+    letterboxed, scale, pad = predictor.letterbox(image)
     assert letterboxed.shape == (128, 128, 3)
-    assert scale == pytest.approx(0.64)
+    np.testing.assert_allclose(scale, [0.64, 0.64], rtol=1e-6)
     np.testing.assert_array_equal(pad, [0, 32])
     np.testing.assert_allclose(letterboxed[:32], 114 / 255, atol=1e-7)
     np.testing.assert_allclose(letterboxed[96:], 114 / 255, atol=1e-7)
@@ -46,12 +78,14 @@ def test_letterbox_geometry_by_hand():
     assert letterboxed[int(y2) + 2, int(x1) + 5, 0] < 0.1
 
 
-def test_letterbox_scales_small_images_up_and_centres_them():
-    letterboxed, scale, pad = letterbox(np.full((32, 16, 3), 7, np.uint8), 64)
-    assert float(scale) == 2.0
-    np.testing.assert_array_equal(pad.numpy(), [16, 0])
-    np.testing.assert_allclose(letterboxed.numpy()[:, 16:48], 7 / 255, atol=1e-7)
-    np.testing.assert_allclose(letterboxed.numpy()[:, :16], 114 / 255, atol=1e-7)
+def test_letterbox_scales_small_images_up_and_centres_them(predictor):
+    # 64 x 32 into 128: scale 2 -> 128 x 64, 32 columns of padding each side.
+    letterboxed, scale, pad = predictor.letterbox(np.full((64, 32, 3), 7, np.uint8))
+    np.testing.assert_array_equal(scale, [2.0, 2.0])
+    np.testing.assert_array_equal(pad, [32, 0])
+    np.testing.assert_allclose(letterboxed[:, 32:96], 7 / 255, atol=1e-7)
+    np.testing.assert_allclose(letterboxed[:, :32], 114 / 255, atol=1e-7)
+    np.testing.assert_allclose(letterboxed[:, 96:], 114 / 255, atol=1e-7)
 
 
 def test_read_image_decodes_every_input_kind_alike(tmp_path):
@@ -79,16 +113,13 @@ def test_predict_matches_decode_nms_and_hand_mapping(detector, predictor):
     [result] = predictor.predict([image])
     assert len(result["scores"]) > 0
 
-    # Independent path: the public pieces, and the letterbox inverse by hand.
-    scale = min(IMAGE_SIZE / 90, IMAGE_SIZE / 150)
-    new_h, new_w = round(90 * scale), round(150 * scale)
-    pad = np.array([(IMAGE_SIZE - new_w) // 2, (IMAGE_SIZE - new_h) // 2], np.float32)
-    inputs = letterbox(image, IMAGE_SIZE)[0][None]
+    # Independent path: the raw network, the public decode and NMS, and the
+    # letterbox inverse by hand (90 x 150 -> 77 x 128, 25 rows on top).
+    inputs = YOLORImageConverter(IMAGE_SIZE)(image)[0][None]
     decoded = decode_predictions(detector(inputs), detector.anchors, detector.strides)
     expected = non_max_suppression(decoded, 0.25, 0.45, 300)
     count = int(expected["num_detections"][0])
-    boxes = (expected["boxes"][0, :count].numpy() - np.tile(pad, 2)) / scale
-    boxes = np.clip(boxes, 0, [150, 90, 150, 90])
+    boxes = hand_mapping(expected["boxes"][0, :count].numpy(), 90, 150)
 
     np.testing.assert_allclose(result["boxes"], boxes, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(result["scores"], expected["scores"][0, :count].numpy(), rtol=1e-5)
@@ -136,3 +167,87 @@ def test_bad_settings_are_refused_with_clear_errors(detector):
         Predictor(detector, image_size=IMAGE_SIZE, conf_threshold=1.5)
     with pytest.raises(ValueError, match="lacks the detector attribute"):
         Predictor(tf.keras.Sequential([tf.keras.layers.Dense(1)]), image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="max_detections"):
+        Predictor(detector, image_size=IMAGE_SIZE, max_detections=0)
+
+
+def test_nms_settings_come_from_the_task_unless_given(detector, predictor):
+    image = scene(90, 150, seed=11)
+    [reference] = predictor.predict([image])  # the task's decoder: 0.25, 0.45, 300
+    assert len(reference["scores"]) > 6
+    # Halfway between two scores of the default run, so no score sits on it.
+    conf = float(reference["scores"][4] + reference["scores"][5]) / 2
+    strict = NonMaxSuppression(conf_threshold=conf, iou_threshold=0.45, max_detections=3)
+    task = rebuilt(detector, prediction_decoder=strict)
+    [from_task] = Predictor(task, image_size=IMAGE_SIZE).predict([image])
+    [from_arguments] = Predictor(
+        detector, image_size=IMAGE_SIZE, conf_threshold=conf, max_detections=3
+    ).predict([image])
+    # The stricter settings keep the best 3 detections of the default run
+    # (greedy NMS visits boxes by score, so the first ones are the same).
+    expected = {key: reference[key][:3] for key in ("boxes", "scores", "classes")}
+    for result in (from_task, from_arguments):
+        np.testing.assert_allclose(result["boxes"], expected["boxes"], atol=1e-4)
+        np.testing.assert_allclose(result["scores"], expected["scores"], rtol=1e-6)
+        np.testing.assert_array_equal(result["classes"], expected["classes"])
+
+
+def test_the_tasks_preprocessor_letterboxes_and_maps_back(detector):
+    # A black-padding converter at 192: the predictor takes its size and pad.
+    task = rebuilt(detector, preprocessor=YOLORImageConverter(192, pad_value=0))
+    predictor = Predictor(task)
+    assert predictor.image_size == 192
+    image = scene(90, 150, seed=11)
+    letterboxed, _, pad = predictor.letterbox(image)
+    np.testing.assert_array_equal(pad, [0, 38])  # 90 x 150 -> 115 x 192: (192 - 115) // 2
+    assert np.all(letterboxed[:38] == 0) and np.all(letterboxed[-39:] == 0)
+    [result] = predictor.predict([image])
+    # The boxes in input pixels of the same compiled `task.detect`, mapped
+    # back by hand (a random network has near-tied scores, whose order
+    # eager and graph runs need not share).
+    detected = predictor.detect_letterboxed(letterboxed[None])
+    count = int(detected["num_detections"][0])
+    assert count > 0
+    boxes = hand_mapping(detected["boxes"][0, :count].numpy(), 90, 150, side=192)
+    np.testing.assert_allclose(result["boxes"], boxes, rtol=1e-5, atol=1e-3)
+    # An explicit size keeps the task's letterbox settings (black padding).
+    letterboxed = Predictor(task, image_size=IMAGE_SIZE).letterbox(image)[0]
+    assert letterboxed.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and np.all(letterboxed[:12] == 0)
+
+
+@pytest.fixture(scope="module")
+def multi_head_task():
+    keras.utils.set_random_seed(1)
+    return YOLORObjectDetector.from_preset(
+        "yolor_p6",
+        width_multiplier=0.125,
+        depth_multiplier=0.33,
+        heads=[DetectionHead(3), ClassificationHead(4, hidden_units=16), EmbeddingHead(8, hidden_units=16)],
+    )
+
+
+def test_multi_head_results_carry_label_probabilities_and_embeddings(multi_head_task):
+    predictor = Predictor(multi_head_task, image_size=IMAGE_SIZE, conf_threshold=0.001)
+    images = [scene(90, 150, seed=11), scene(128, 128, seed=13)]
+    results = predictor.predict(images)
+    assert predictor.detect_letterboxed.experimental_get_tracing_count() == 1
+    for image, result in zip(images, results):
+        inputs = YOLORImageConverter(IMAGE_SIZE)(image)[0][None]
+        raw = multi_head_task(inputs, training=False)
+        # Independent: the raw logits through a NumPy sigmoid; the embedding as is.
+        logits = np.asarray(raw["classification"], np.float64)[0]
+        np.testing.assert_allclose(result["label_probabilities"], 1 / (1 + np.exp(-logits)), rtol=1e-5)
+        np.testing.assert_allclose(result["embedding"], np.asarray(raw["embedding"])[0], rtol=1e-5, atol=1e-6)
+        assert result["label_probabilities"].shape == (4,) and result["embedding"].shape == (8,)
+        # The detections are those of the public decode and NMS on the raw
+        # outputs; a random network has near-tied scores, whose order eager
+        # and graph runs need not share, so the scores are compared sorted.
+        decoded = decode_predictions(raw["detection"], multi_head_task.anchors, multi_head_task.strides)
+        expected = non_max_suppression(decoded, 0.001, 0.45, 300)
+        count = int(expected["num_detections"][0])
+        assert count > 0 and len(result["scores"]) == count
+        np.testing.assert_allclose(
+            np.sort(result["scores"]), np.sort(expected["scores"][0, :count]), rtol=1e-5
+        )
+        height, width = image.shape[:2]
+        assert np.all(result["boxes"] >= 0) and np.all(result["boxes"] <= [width, height] * 2)

@@ -22,6 +22,8 @@ from yolor_keras.data import read_coco_json
 from yolor_keras.data import read_yolo_txt
 from yolor_keras.data import report as reasons
 from yolor_keras.data.yolo_reader import MAX_INFERRED_CLASSES
+from yolor_keras.layers import NonMaxSuppression
+from yolor_keras.tasks import YOLORObjectDetector
 
 
 def _jpeg(height, width, color=(90, 90, 90), exif=None, rectangles=()):
@@ -325,10 +327,16 @@ def test_evaluation_on_a_subset_says_so(tmp_path, capsys):
 
 class _ConstantDetector:
     """A stand-in detector: one level, one anchor, one class, constant logits
-    (every cell predicts a 16 px box at score 0.5)."""
+    (every cell predicts a 16 px box at score 0.5), detected by the task's own
+    `detect`."""
 
     anchors = np.array([[[16.0, 16.0]]], np.float32)
     strides = [32]
+    head_names = ("detection",)
+    detect = YOLORObjectDetector.detect
+    decode = YOLORObjectDetector.decode
+    outputs_by_head = YOLORObjectDetector.outputs_by_head
+    prediction_decoder = NonMaxSuppression()
 
     def __call__(self, images, training=False):
         shape = tf.shape(images)
@@ -336,14 +344,14 @@ class _ConstantDetector:
         return [tf.ensure_shape(raw, [None, None, None, 1, 6])]
 
 
-def test_evaluate_detector_reports_images_evaluated_and_in_split(tmp_path, capsys):
-    from yolor_keras.evaluation.evaluate_detector import evaluate_detector
+def test_evaluate_reports_images_evaluated_and_in_split(tmp_path, capsys):
+    from yolor_keras.evaluation import evaluate
 
     files = dict(GOOD_FILES, **{"bad.jpg": _corrupt_jpeg()})
     entries = GOOD_ENTRIES + [{"id": 3, "file_name": "bad.jpg", "width": 60, "height": 40}]
     source = read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False)
     dataset, info = build_dataset(source, image_size=64, batch_size=2, training=False, verbose=False)
-    metrics = evaluate_detector(_ConstantDetector(), dataset, info, verbose=False)
+    metrics = evaluate(_ConstantDetector(), dataset, info, verbose=False)
     assert (metrics["images_evaluated"], metrics["images_in_split"]) == (2, 3)
     assert "evaluated on 2 of the 3 images" in capsys.readouterr().out
     assert 0.0 <= metrics["mAP50"] <= 1.0

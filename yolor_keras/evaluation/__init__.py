@@ -1,4 +1,4 @@
-"""COCO evaluation: the evaluator and the official protocol's constants."""
+"""Evaluation: the one loop (`evaluate`), COCO scoring, head metrics, the official protocol."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
@@ -7,6 +7,13 @@ _EXPORTS = {
     "COCO_EVAL_NMS": "protocol",
     "COCO_STAT_NAMES": "protocol",
     "COCOEvaluator": "coco_evaluator",
+    "detection_function": "evaluation_loop",
+    "evaluate": "evaluation_loop",
+    "evaluation_batches": "evaluation_loop",
+    "evaluation_decoder": "evaluation_loop",
+    "multilabel_average_precision": "head_metrics",
+    "multilabel_f1": "head_metrics",
+    "recall_at_1": "head_metrics",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -47,8 +47,8 @@ def run(args):
     import yolor_keras  # noqa: F401  (registers the custom layers)
     from yolor_keras.atomic import write_file_atomically
     from yolor_keras.data import load_source
-    from yolor_keras.evaluation.evaluate_detector import evaluate_detector
-    from yolor_keras.evaluation.evaluate_detector import evaluation_batches
+    from yolor_keras.evaluation.evaluation_loop import evaluate
+    from yolor_keras.evaluation.evaluation_loop import evaluation_batches
     from yolor_keras.evaluation.protocol import COCO_STAT_NAMES
 
     model = keras.saving.load_model(args.model, compile=False)
@@ -64,7 +64,7 @@ def run(args):
         f"Evaluating {info.num_samples} images at {info.image_size} px "
         f"({args.protocol} protocol, {info.num_batches} batches)."
     )
-    metrics = evaluate_detector(model, dataset, info, results_path=args.save_results)
+    metrics = evaluate(model, dataset, info, results_path=args.save_results)
     for name in COCO_STAT_NAMES:
         print(f"{name:>6}: {metrics[name]:.4f}")
     print(f"mAP@.5:.95 {metrics['mAP']:.4f}  mAP@.5 {metrics['mAP50']:.4f}")

@@ -23,7 +23,7 @@ class COCOEvaluator:
     Ground truth comes from one of two places:
     - a COCO annotation file (`annotations`): detections must then be in
       original image pixels, e.g. mapped with
-      `yolor_keras.inference.scale_boxes_to_original`. Crowd regions and
+      `yolor_keras.data.letterbox_ops.boxes_to_original`. Crowd regions and
       area ranges are handled exactly as in the official evaluation;
     - the labels of each batch (`process(..., ground_truth=labels)`), for
       datasets without a COCO file: boxes of labels and detections must be in
@@ -44,10 +44,8 @@ class COCOEvaluator:
     ```python
     evaluator = COCOEvaluator("annotations/instances_val2017.json")
     for image_ids, images, scale, pad, sizes in batches:
-        detections = non_max_suppression(decode(detector(images)), **COCO_EVAL_NMS)
-        detections["boxes"] = scale_boxes_to_original(
-            detections["boxes"], scale, pad, sizes
-        )
+        detections = task.detect(images, prediction_decoder=evaluation_decoder())
+        detections["boxes"] = boxes_to_original(detections["boxes"], scale, pad, sizes)
         evaluator.process(image_ids, detections)
     metrics = evaluator.evaluate()  # {"mAP": ..., "mAP50": ..., "AP": ..., ...}
     ```

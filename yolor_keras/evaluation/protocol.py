@@ -2,8 +2,8 @@
 
 import types
 
-# NMS settings of the official mAP runs. Use as
-# `non_max_suppression(decoded, **COCO_EVAL_NMS)`.
+# NMS settings of the official mAP runs: `NonMaxSuppression(**COCO_EVAL_NMS)`
+# (`evaluation_loop.evaluation_decoder()`) is the decoder `evaluate` uses.
 COCO_EVAL_NMS = types.MappingProxyType(
     {
         "conf_threshold": 0.001,

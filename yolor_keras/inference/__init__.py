@@ -1,14 +1,14 @@
-"""Inference: letterbox, the end-to-end `Predictor`, NMS and letterbox mapping."""
+"""Inference: the end-to-end `Predictor` (letterbox, `task.detect`, map back) and `yolor detect`."""
 
 from yolor_keras.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "BasePredictor": "predictor",
-    "letterbox": "letterboxing",
     "load_detector": "predictor",
     "Predictor": "predictor",
+    "read_class_names": "predictor",
     "read_image": "predictor",
-    "scale_boxes_to_original": "postprocess",
+    "with_precision": "predictor",
 }
 
 __all__ = sorted(_EXPORTS)

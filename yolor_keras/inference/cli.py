@@ -2,7 +2,8 @@
 
 Writes one annotated copy of each image into ``--out`` and a
 ``detections.json`` with every box (x1, y1, x2, y2 in image pixels), score
-and class. Unreadable files are reported and skipped. An ``--out`` that holds
+and class (and, for a model with those heads, each image's label
+probabilities and embedding). Unreadable files are reported and skipped. An ``--out`` that holds
 source images, or where an annotated copy would land on a source image, is
 refused before anything is written.
 """
@@ -24,21 +25,32 @@ def add_parser(subparsers):
         description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="A .keras detector file.")
+    parser.add_argument("--model", required=True, help="A .keras model file (YOLORObjectDetector).")
     parser.add_argument("--source", required=True, help="An image file or a folder of images.")
     parser.add_argument("--out", default="runs/detect", help="Output folder (default: runs/detect).")
-    parser.add_argument("--conf", type=float, default=0.25, help="Score threshold (default 0.25).")
-    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45).")
-    parser.add_argument("--max-det", type=int, default=300, help="Detections kept per image (300).")
+    # NMS settings left out are the model's own (its prediction decoder:
+    # 0.25, 0.45, 300 and single-label unless it was saved with others).
     parser.add_argument(
-        "--multi-label", action="store_true", help="Keep every class above --conf for a box."
+        "--conf", type=float, default=None, help="Score threshold (default: the model's, 0.25)."
+    )
+    parser.add_argument(
+        "--iou", type=float, default=None, help="NMS IoU threshold (default: the model's, 0.45)."
+    )
+    parser.add_argument(
+        "--max-det", type=int, default=None, help="Detections kept per image (default: the model's, 300)."
+    )
+    parser.add_argument(
+        "--multi-label",
+        action="store_true",
+        default=None,
+        help="Keep every class above --conf for a box.",
     )
     parser.add_argument(
         "--image-size",
         type=int,
         default=None,
         help="Network input side, a multiple of the largest stride (default: the "
-        "model's image size, else 640).",
+        "model's preprocessor or fixed input size, else 640).",
     )
     parser.add_argument("--names", default=None, help="Class names: a text file or data YAML.")
     parser.add_argument(
@@ -73,7 +85,8 @@ def draw_detections(image, result):
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     for box, score, class_index, name in zip(
-        result["boxes"], result["scores"], result["classes"], result["class_names"]
+        result.get("boxes", ()), result.get("scores", ()), result.get("classes", ()),
+        result.get("class_names", ()),
     ):
         color = _class_color(int(class_index))
         x1, y1, x2, y2 = (float(value) for value in box)
@@ -148,6 +161,7 @@ def _detect(args):
     from tqdm import tqdm
 
     from yolor_keras.atomic import write_file_atomically
+    from yolor_keras.inference.predictor import PER_IMAGE_OUTPUTS
     from yolor_keras.inference.predictor import Predictor
     from yolor_keras.inference.predictor import load_detector
     from yolor_keras.inference.predictor import read_class_names
@@ -159,14 +173,11 @@ def _detect(args):
         return 1
     check_out_folder(args.out, args.source, images)
     model = load_detector(args.model)
-    image_size = args.image_size or (
-        model.image_size if isinstance(getattr(model, "image_size", None), int) else 640
-    )
     class_names = read_class_names(args.names) if args.names else None
     predictor = Predictor(
         model,
         class_names=class_names,
-        image_size=image_size,
+        image_size=args.image_size,
         conf_threshold=args.conf,
         iou_threshold=args.iou,
         max_detections=args.max_det,
@@ -189,25 +200,29 @@ def _detect(args):
         # Through a rename: an existing file at `out_path` (even a hard link
         # to an image elsewhere) is replaced, never written through.
         write_file_atomically(out_path, draw_detections(image, result).save)
-        records.append(
-            {
-                "file": path,
-                "annotated": out_path,
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-                "detections": [
-                    {
-                        "box": [round(float(value), 2) for value in box],
-                        "score": round(float(score), 5),
-                        "class": int(class_index),
-                        "class_name": name,
-                    }
-                    for box, score, class_index, name in zip(
-                        result["boxes"], result["scores"], result["classes"], result["class_names"]
-                    )
-                ],
-            }
-        )
+        record = {
+            "file": path,
+            "annotated": out_path,
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "detections": [
+                {
+                    "box": [round(float(value), 2) for value in box],
+                    "score": round(float(score), 5),
+                    "class": int(class_index),
+                    "class_name": name,
+                }
+                for box, score, class_index, name in zip(
+                    result.get("boxes", ()), result.get("scores", ()),
+                    result.get("classes", ()), result.get("class_names", ()),
+                )
+            ],
+        }
+        # The other heads' outputs, one row per image.
+        for name in PER_IMAGE_OUTPUTS:
+            if name in result:
+                record[name] = [round(float(value), 6) for value in result[name]]
+        records.append(record)
     results_path = os.path.join(args.out, RESULTS_FILE)
     report = {
         "model": args.model,

@@ -1,22 +1,31 @@
-"""End-to-end detection on ordinary images: letterbox, network, decode, NMS, map back.
+"""End-to-end detection on ordinary images: letterbox, `task.detect`, map back.
 
 `BasePredictor` holds everything that does not depend on the runtime (reading
-images, letterboxing, batching, mapping boxes back to each image's pixels).
-`Predictor` runs a Keras detector through one compiled `tf.function`;
-`yolor_keras.export` adds runners for the exported TFLite and ONNX files on
-the same base, so every runtime returns the same kind of result.
+images, letterboxing with a `YOLORImageConverter`, batching, mapping boxes
+back to each image's pixels with the same converter). `Predictor` runs a
+`YOLORObjectDetector` through ``task.detect``, the task's one inference
+path, inside one compiled `tf.function`; `yolor_keras.export` adds runners
+for the exported TFLite and ONNX files on the same base, so every runtime
+returns the same kind of result.
 """
 
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from yolor_keras.data import image_decoding
-from yolor_keras.inference.letterboxing import check_image_size
-from yolor_keras.inference.letterboxing import letterbox
-from yolor_keras.layers.nms import non_max_suppression
-from yolor_keras.inference.postprocess import scale_boxes_to_original
+from yolor_keras.layers.image_converter import YOLORImageConverter
+from yolor_keras.layers.nms import NonMaxSuppression
+from yolor_keras.tasks.yolor_object_detector import EMBEDDING_OUTPUT
+from yolor_keras.tasks.yolor_object_detector import LABEL_OUTPUT
+
+# Input side when neither the caller, the task's preprocessor nor a fixed
+# input size of the task says otherwise (the official `detect.py` default).
+DEFAULT_IMAGE_SIZE = 640
+# Outputs of `task.detect` that are one row per image rather than detections.
+PER_IMAGE_OUTPUTS = (LABEL_OUTPUT, EMBEDDING_OUTPUT)
 
 
 def read_image(source, name=None):
@@ -37,11 +46,45 @@ def read_image(source, name=None):
     return image_decoding.read_image(source, name=name)
 
 
+def check_image_size(image_size, stride):
+    """Checks that a square input size suits a detector's largest stride.
+
+    Args:
+        image_size: side of the square network input, in pixels.
+        stride: the detector's largest stride (64 for the P6 family).
+
+    Returns:
+        `image_size` as an int.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"`image_size` must be a positive int; got {image_size!r}.")
+    if image_size % stride:
+        raise ValueError(
+            f"`image_size` must be a multiple of the detector's largest stride "
+            f"{stride}; got {image_size}. The nearest valid sizes are "
+            f"{max(stride, image_size // stride * stride)} and "
+            f"{(image_size // stride + 1) * stride}."
+        )
+    return image_size
+
+
+def check_task(model):
+    """Raises a clear ValueError unless ``model`` is a `YOLORObjectDetector`-like task."""
+    missing = [name for name in ("detect", "head_names", "strides") if not hasattr(model, name)]
+    if missing:
+        raise ValueError(
+            f"The model {getattr(model, 'name', model)!r} lacks the detector attribute(s) "
+            f"{missing}; build it with `YOLORObjectDetector`."
+        )
+    return model
+
+
 class BasePredictor:
     """Runtime-independent part of a predictor.
 
     Subclasses implement `detect_letterboxed_batch`, which takes a batch of
-    letterboxed images and returns padded detections in input pixels.
+    letterboxed images and returns padded detections in input pixels (and,
+    for tasks with those heads, `LABEL_OUTPUT` / `EMBEDDING_OUTPUT` rows).
 
     Args:
         num_classes: number of classes the detector predicts, or None when
@@ -51,9 +94,19 @@ class BasePredictor:
         class_names: list of `num_classes` names, or None for "0", "1", ...
         image_size: side of the square network input.
         batch_size: how many images go through the network at once.
+        preprocessor: the `YOLORImageConverter` that letterboxes the images
+            and maps boxes back; by default ``YOLORImageConverter(image_size)``.
     """
 
-    def __init__(self, num_classes, max_stride, class_names=None, image_size=640, batch_size=8):
+    def __init__(
+        self,
+        num_classes,
+        max_stride,
+        class_names=None,
+        image_size=DEFAULT_IMAGE_SIZE,
+        batch_size=8,
+        preprocessor=None,
+    ):
         self.num_classes = None if num_classes is None else int(num_classes)
         self.image_size = check_image_size(image_size, int(max_stride))
         if class_names is None and self.num_classes is not None:
@@ -66,11 +119,20 @@ class BasePredictor:
                     f"predicts {self.num_classes} classes."
                 )
         self.class_names = class_names
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
         self.batch_size = batch_size
+        if preprocessor is None:
+            preprocessor = YOLORImageConverter(self.image_size)
+        if preprocessor.image_size != self.image_size:
+            raise ValueError(
+                f"The preprocessor letterboxes to {preprocessor.image_size} px but "
+                f"`image_size` is {self.image_size}."
+            )
+        self.preprocessor = preprocessor
+        # One trace for every image size (images of one call differ in size).
         self._letterbox = tf.function(
-            lambda image: letterbox(image, self.image_size),
+            lambda image: self.preprocessor(image),
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
         )
 
@@ -84,7 +146,9 @@ class BasePredictor:
         Returns:
             Dict of numpy arrays: `boxes` `(batch, max_det, 4)` x1y1x2y2 in
             input pixels, `scores` `(batch, max_det)`, `classes`
-            `(batch, max_det)` int32, `num_detections` `(batch,)` int32.
+            `(batch, max_det)` int32, `num_detections` `(batch,)` int32;
+            and `LABEL_OUTPUT` `(batch, num_labels)`, `EMBEDDING_OUTPUT`
+            `(batch, dim)` for tasks with those heads.
         """
         raise NotImplementedError
 
@@ -100,12 +164,17 @@ class BasePredictor:
         return self.class_names[class_index]
 
     def letterbox(self, image):
-        """Letterboxes one uint8 image; returns `(input, scale, pad)` as numpy."""
+        """Letterboxes one uint8 image with the preprocessor.
+
+        Returns:
+            `(input, scale, pad)` as numpy: the `(S, S, 3)` float32 input,
+            and the `(x, y)` scale and padding that map it back.
+        """
         letterboxed, scale, pad = self._letterbox(tf.convert_to_tensor(image, tf.uint8))
         return letterboxed.numpy(), scale.numpy(), pad.numpy()
 
     def predict(self, images):
-        """Detects objects in images.
+        """Runs the model on images.
 
         Args:
             images: a list of images, each a file path, encoded bytes, or a
@@ -118,7 +187,9 @@ class BasePredictor:
               own pixels;
             - `"scores"`: `(n,)` float32, descending;
             - `"classes"`: `(n,)` int32 class indices;
-            - `"class_names"`: list of `n` class names.
+            - `"class_names"`: list of `n` class names;
+            - for a task with those heads, `"label_probabilities"`
+              `(num_labels,)` and `"embedding"` `(dim,)` float32.
         """
         if isinstance(images, (str, os.PathLike, bytes, bytearray)) or (
             isinstance(images, np.ndarray) and images.ndim == 3
@@ -133,40 +204,26 @@ class BasePredictor:
             ]
             prepared = [self.letterbox(image) for image in chunk]
             batch = np.stack([inputs for inputs, _, _ in prepared])
-            detections = self.detect_letterboxed_batch(batch)
+            outputs = self.detect_letterboxed_batch(batch)
             for index, (image, (_, scale, pad)) in enumerate(zip(chunk, prepared)):
-                count = int(detections["num_detections"][index])
-                boxes = scale_boxes_to_original(
-                    detections["boxes"][index, :count], scale, pad, image.shape[:2]
-                ).numpy()
-                classes = np.asarray(detections["classes"][index, :count], np.int32)
-                results.append(
-                    {
-                        "boxes": boxes.astype(np.float32),
-                        "scores": np.asarray(detections["scores"][index, :count], np.float32),
+                result = {}
+                if "num_detections" in outputs:
+                    count = int(outputs["num_detections"][index])
+                    boxes = self.preprocessor.boxes_to_original(
+                        outputs["boxes"][index, :count], scale, pad, image.shape[:2]
+                    )
+                    classes = np.asarray(outputs["classes"][index, :count], np.int32)
+                    result = {
+                        "boxes": np.asarray(boxes, np.float32),
+                        "scores": np.asarray(outputs["scores"][index, :count], np.float32),
                         "classes": classes,
                         "class_names": [self.class_name(c) for c in classes],
                     }
-                )
+                for name in PER_IMAGE_OUTPUTS:
+                    if name in outputs:
+                        result[name] = np.asarray(outputs[name][index], np.float32)
+                results.append(result)
         return results
-
-
-def detector_geometry(model):
-    """Reads `(num_classes, strides, anchors)` from a detector, with a clear error."""
-    missing = [name for name in ("num_classes", "strides", "anchors") if not hasattr(model, name)]
-    if missing:
-        raise ValueError(
-            f"The model {getattr(model, 'name', model)!r} lacks the detector "
-            f"attribute(s) {missing}; build it with `YOLORObjectDetector`."
-        )
-    strides = [int(stride) for stride in model.strides]
-    anchors = np.asarray(model.anchors, np.float32)
-    if anchors.shape[0] != len(strides):
-        raise ValueError(
-            f"The detector has {len(strides)} strides but anchors for "
-            f"{anchors.shape[0]} levels."
-        )
-    return int(model.num_classes), strides, anchors
 
 
 # Precision names of `with_precision`, the `--precision` options and the
@@ -214,8 +271,6 @@ def with_precision(model, precision):
         `model` itself when it already computes in `precision`, else a new
         detector.
     """
-    import keras
-
     check_precision(precision)
     if model_precision(model) == precision:
         return model
@@ -234,35 +289,39 @@ def with_precision(model, precision):
 
 
 class Predictor(BasePredictor):
-    """Runs a YOLOR detector on images and returns boxes in their own pixels.
+    """Runs a `YOLORObjectDetector` on images and returns boxes in their own pixels.
 
-    Each image is letterboxed to a square `image_size` (aspect kept, grey
-    114 padding, `image_size` a multiple of the largest stride), the batch
-    goes through the detector, `decode_predictions` and NMS inside one
-    compiled `tf.function` (no `model.predict` overhead), and the boxes are
-    mapped back to the original image.
+    Each image is letterboxed by the task's ``preprocessor`` (a
+    `YOLORImageConverter`; by default one for `image_size`), the batch goes
+    through ``task.detect`` (network, decode, the `NonMaxSuppression`
+    prediction decoder, and the other heads' outputs) inside one compiled
+    `tf.function` (no `model.predict` overhead), and the same converter maps
+    the boxes back to the original image.
 
     Args:
-        model: a `YOLORObjectDetector` (or any model with its raw-output contract
-            and `num_classes`, `strides`, `anchors` attributes).
-        class_names: list of names; None takes the detector's own
+        task: a `YOLORObjectDetector` (training or deploy form, any heads).
+        class_names: list of names; None takes the task's own
             `class_names`, or "0", "1", ... when it has none.
-        image_size: side of the square network input.
+        image_size: side of the square network input; None takes the
+            preprocessor's, else the task's fixed input size, else 640.
         conf_threshold: minimum score (objectness x class probability).
         iou_threshold: NMS IoU threshold.
         max_detections: most detections kept per image.
         multi_label: keep every class above `conf_threshold` for a box.
+            Each NMS setting left None is the prediction decoder's.
         batch_size: images per network call.
         precision: "fp32", or "bf16" to run the network in bfloat16 (a copy
-            of `model` built by `with_precision`; decode and NMS stay
+            of `task` built by `with_precision`; decode and NMS stay
             float32). bf16 moves the raw outputs by a few tenths of a percent
             of their spread and boxes by a fraction of a pixel; on CPUs with
             AMX it runs the convolutions several times faster.
+        prediction_decoder: the `NonMaxSuppression` to use; by default the
+            task's own ``prediction_decoder``.
 
     Example:
     ```python
-    detector = YOLORObjectDetector.from_preset("yolor_p6")
-    predictor = Predictor(detector, image_size=640)
+    task = YOLORObjectDetector.from_preset("yolor_p6")
+    predictor = Predictor(task, image_size=640)
     [result] = predictor.predict(["street.jpg"])
     result["boxes"], result["class_names"]
     ```
@@ -270,35 +329,53 @@ class Predictor(BasePredictor):
 
     def __init__(
         self,
-        model,
+        task,
         class_names=None,
-        image_size=640,
-        conf_threshold=0.25,
-        iou_threshold=0.45,
-        max_detections=300,
-        multi_label=False,
+        image_size=None,
+        conf_threshold=None,
+        iou_threshold=None,
+        max_detections=None,
+        multi_label=None,
         batch_size=8,
         precision="fp32",
+        prediction_decoder=None,
     ):
-        num_classes, strides, anchors = detector_geometry(model)
+        check_task(task)
         self.precision = check_precision(precision)
-        model = with_precision(model, precision)
+        # Checked before the bf16 rebuild and the first call, which traces.
+        decoder = prediction_decoder if prediction_decoder is not None else task.prediction_decoder
+        settings = {
+            "conf_threshold": conf_threshold,
+            "iou_threshold": iou_threshold,
+            "max_detections": max_detections,
+            "multi_label": multi_label,
+        }
+        settings = {name: value for name, value in settings.items() if value is not None}
+        if settings:
+            decoder = NonMaxSuppression(**{**decoder.settings(), **settings})
+        self.prediction_decoder = decoder
+        preprocessor = task.preprocessor
+        if image_size is None:
+            if preprocessor is not None:
+                image_size = preprocessor.image_size
+            elif isinstance(task.image_size, int):
+                image_size = task.image_size
+            else:
+                image_size = DEFAULT_IMAGE_SIZE
+        check_image_size(image_size, max(task.strides))
+        if preprocessor is not None and preprocessor.image_size != image_size:
+            # The task's letterbox (pad value, resize filter) at another size.
+            preprocessor = YOLORImageConverter.from_config(
+                {**preprocessor.get_config(), "image_size": image_size}
+            )
+        task = with_precision(task, precision)
         if class_names is None:
-            class_names = getattr(model, "class_names", None)
-        super().__init__(num_classes, max(strides), class_names, image_size, batch_size)
-        self.model = model
-        self.strides = strides
-        self.anchors = anchors
-        # Checked here rather than at the first call, which traces the model.
-        for name, value in (("conf_threshold", conf_threshold), ("iou_threshold", iou_threshold)):
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}.")
-        if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
-            raise ValueError(f"`max_detections` must be a positive int; got {max_detections!r}.")
-        self.conf_threshold = float(conf_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = max_detections
-        self.multi_label = bool(multi_label)
+            class_names = task.class_names
+        num_classes = task.num_classes if "detection" in task.head_names else None
+        super().__init__(
+            num_classes, max(task.strides), class_names, image_size, batch_size, preprocessor
+        )
+        self.model = task
         self.detect_letterboxed = tf.function(
             self._detect_letterboxed,
             input_signature=[
@@ -306,48 +383,39 @@ class Predictor(BasePredictor):
             ],
         )
 
+    @property
+    def task(self):
+        """The task the predictor runs (the bf16 copy for ``precision="bf16"``)."""
+        return self.model
+
     def _detect_letterboxed(self, images):
-        """Letterboxed float images -> padded NMS detections in input pixels.
-
-        Traceable: the SavedModel export calls this inside its signatures.
-        """
-        from yolor_keras.models import decode_predictions
-
-        raw = self.model(images, training=False)
-        decoded = decode_predictions(raw, self.anchors, self.strides)
-        return non_max_suppression(
-            decoded,
-            conf_threshold=self.conf_threshold,
-            iou_threshold=self.iou_threshold,
-            max_detections=self.max_detections,
-            multi_label=self.multi_label,
-        )
+        """Letterboxed float images -> ``task.detect``'s outputs, in input pixels."""
+        return self.model.detect(images, prediction_decoder=self.prediction_decoder)
 
     def detect_letterboxed_batch(self, images):
-        detections = self.detect_letterboxed(tf.convert_to_tensor(images, tf.float32))
-        return {key: value.numpy() for key, value in detections.items()}
+        outputs = self.detect_letterboxed(tf.convert_to_tensor(images, tf.float32))
+        return {key: value.numpy() for key, value in outputs.items()}
 
 
 def load_detector(path):
-    """Loads a `.keras` detector saved with `model.save`, with clear errors.
+    """Loads a `.keras` task saved with `model.save`, with clear errors.
 
     Args:
         path: the `.keras` file.
 
     Returns:
-        The detector (not compiled).
+        The `YOLORObjectDetector` (not compiled).
     """
-    import keras
-
-    import yolor_keras.models  # noqa: F401  (registers the detector's classes)
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such model file.")
     if not path.endswith(".keras"):
         raise ValueError(f"{path}: expected a `.keras` file written by `model.save`.")
     model = keras.saving.load_model(path, compile=False)
-    detector_geometry(model)
+    try:
+        check_task(model)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return model
 
 

@@ -1,13 +1,13 @@
-"""The multi-task scores against values worked out by hand."""
+"""The classification and embedding scores against values worked out by hand."""
 
 import math
 
 import numpy as np
 import pytest
 
-from yolor_keras.tasks.multi_task_evaluation import multilabel_average_precision
-from yolor_keras.tasks.multi_task_evaluation import multilabel_f1
-from yolor_keras.tasks.multi_task_evaluation import recall_at_1
+from yolor_keras.evaluation.head_metrics import multilabel_average_precision
+from yolor_keras.evaluation.head_metrics import multilabel_f1
+from yolor_keras.evaluation.head_metrics import recall_at_1
 
 
 def test_average_precision_by_hand():

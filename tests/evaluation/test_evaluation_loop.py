@@ -1,5 +1,5 @@
-"""`evaluate_detector`, `evaluation_batches` and `yolor evaluate` on a model
-whose detections are known exactly.
+"""`evaluate`, `evaluation_batches` and `yolor evaluate` on a model whose
+detections are known exactly, and `evaluate` on a task with every head.
 
 `FixedOutputDetector` is a real Keras model (it saves to and loads from a
 `.keras` file) whose raw head outputs are fixed logits: -20 everywhere,
@@ -9,8 +9,9 @@ by the official formulas, that is one box per image, centred on the cell
 (``(2 * sigmoid(0) - 0.5 + cell) * 32 = (cell + 0.5) * 32``) with the
 anchor's size (``(2 * sigmoid(0))^2 * anchor = anchor``) and score 1; every
 other candidate scores about 4e-18, far under the 0.001 threshold. Nothing is
-stubbed: the detection function, decode, NMS, the inverse letterbox and the
-COCO scoring all run as in `yolor evaluate`.
+stubbed: it runs `YOLORObjectDetector.detect` itself (decode and the NMS
+layer), and the inverse letterbox and the COCO scoring run as in `yolor
+evaluate`.
 
 The expected boxes in original pixels are computed here by hand from each
 protocol's letterbox geometry, and the reference scores are pycocotools on
@@ -27,8 +28,10 @@ import pytest
 from keras import ops
 from PIL import Image
 
-from yolor_keras.evaluation import evaluate_detector as evaluate_module
+from yolor_keras.evaluation import evaluation_loop
 from yolor_keras.evaluation.protocol import COCO_STAT_NAMES
+from yolor_keras.layers import NonMaxSuppression
+from yolor_keras.tasks import YOLORObjectDetector
 
 STRIDES = [8, 16, 32]
 ANCHORS = [[[10, 10], [20, 20], [30, 30]], [[40, 40], [50, 50], [60, 60]], [[40, 24], [70, 70], [90, 90]]]
@@ -38,7 +41,17 @@ CATEGORY_IDS = [3, 7]  # COCO ids of class indices 0 and 1: not 0-based on purpo
 
 @keras.saving.register_keras_serializable(package="yolor_keras_tests")
 class FixedOutputDetector(keras.Model):
-    """Raw outputs with a single confident box at the stride-32 centre cell."""
+    """Raw outputs with a single confident box at the stride-32 centre cell.
+
+    Its path from raw outputs to detections is the task's own: `detect`,
+    `decode` and `outputs_by_head` are `YOLORObjectDetector`'s functions, and
+    the prediction decoder a `NonMaxSuppression` layer.
+    """
+
+    head_names = ("detection",)
+    detect = YOLORObjectDetector.detect
+    decode = YOLORObjectDetector.decode
+    outputs_by_head = YOLORObjectDetector.outputs_by_head
 
     def __init__(self, num_classes=2, hot_class=1, **kwargs):
         super().__init__(**kwargs)
@@ -47,6 +60,10 @@ class FixedOutputDetector(keras.Model):
         self.strides = list(STRIDES)
         self.anchors = np.asarray(ANCHORS, "float32")
         self.image_size = None  # any canvas size, as the official protocol needs
+        self.prediction_decoder = NonMaxSuppression()
+
+    def build(self, input_shape):
+        del input_shape  # no weights: the outputs are fixed
 
     def call(self, images, training=False):
         shape = ops.shape(images)
@@ -174,13 +191,13 @@ def test_boxes_are_mapped_back_and_scored_as_pycocotools(dataset, protocol, tmp_
     root, path = dataset
     model = FixedOutputDetector()
     source = load_source(str(root), split="val")
-    batches, info = evaluate_module.evaluation_batches(
+    batches, info = evaluation_loop.evaluation_batches(
         source, model, image_size=128, batch_size=2, protocol=protocol, verbose=False
     )
     canvases = {tuple(images.shape[1:3]) for images, _ in batches}
     assert canvases == ({(128, 128)} if protocol == "square" else {(160, 160)})
     results_path = tmp_path / "results.json"
-    metrics = evaluate_module.evaluate_detector(
+    metrics = evaluation_loop.evaluate(
         model, batches, info, verbose=False, results_path=results_path
     )
     boxes = _saved_boxes(results_path)
@@ -215,11 +232,11 @@ def test_the_official_protocol_scores_its_own_boxes_perfectly(dataset, tmp_path)
     model = FixedOutputDetector()
     scores = {}
     for protocol in ("official", "square"):
-        batches, info = evaluate_module.evaluation_batches(
+        batches, info = evaluation_loop.evaluation_batches(
             load_source(str(root), split="val"), model, image_size=128, batch_size=2,
             protocol=protocol, verbose=False,
         )  # fmt: skip
-        scores[protocol] = evaluate_module.evaluate_detector(model, batches, info, verbose=False)["mAP"]
+        scores[protocol] = evaluation_loop.evaluate(model, batches, info, verbose=False)["mAP"]
     assert scores == {"official": pytest.approx(1.0), "square": pytest.approx(0.0)}
 
 
@@ -282,3 +299,108 @@ def test_yolor_evaluate_with_a_file_that_is_not_a_model_exits_2_naming_it(datase
     assert code == 2
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "bogus.keras" in lines[0], captured.err
+
+
+# --------------------------------------------------------------------------
+# Every head: the one loop on multi-task batches.
+
+COCO_KEYS = {"mAP", "mAP50", *COCO_STAT_NAMES, "images_evaluated", "images_in_split"}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """Eight 64 px synthetic images with identities, as multi-task evaluation batches."""
+    from yolor_keras.data import build_multi_task_dataset
+    from yolor_keras.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate_dataset(root, num_train=1, num_val=8, image_size=64, seed=0)
+    dataset, info = build_multi_task_dataset(
+        str(root), split="val", image_size=64, batch_size=3, training=False, cache=False,
+        verbose=False,
+    )  # fmt: skip
+    return root, dataset, info
+
+
+def test_every_head_is_scored_against_its_own_targets(shapes, tmp_path):
+    from yolor_keras.evaluation.head_metrics import multilabel_average_precision
+    from yolor_keras.evaluation.head_metrics import multilabel_f1
+    from yolor_keras.evaluation.head_metrics import recall_at_1
+    from yolor_keras.models import ClassificationHead
+    from yolor_keras.models import DetectionHead
+    from yolor_keras.models import EmbeddingHead
+
+    root, dataset, info = shapes
+    keras.utils.set_random_seed(2)
+    task = YOLORObjectDetector.from_preset(
+        "yolor_p6", width_multiplier=0.125, depth_multiplier=0.33,
+        heads=[
+            DetectionHead(info.num_classes),
+            ClassificationHead(info.num_classes, hidden_units=16),
+            EmbeddingHead(8, hidden_units=16),
+        ],
+    )  # fmt: skip
+    results_path = tmp_path / "results.json"
+    metrics = evaluation_loop.evaluate(task, dataset, info, verbose=False, results_path=results_path)
+    assert set(metrics) == COCO_KEYS | {"label_mAP", "label_F1", "recall@1"}
+    assert (metrics["images_evaluated"], metrics["images_in_split"]) == (8, 8)
+
+    # Reference: the raw network on the same images, a NumPy sigmoid, and
+    # the targets in file order as the dataset info lists them (not the
+    # batches' copies the loop reads).
+    probabilities, embeddings = [], []
+    for images, _ in dataset:
+        raw = task(images, training=False)
+        probabilities.append(1 / (1 + np.exp(-np.asarray(raw["classification"], np.float64))))
+        embeddings.append(np.asarray(raw["embedding"], np.float64))
+    probabilities, embeddings = np.concatenate(probabilities), np.concatenate(embeddings)
+    labels, identities = info.targets["classification"], info.targets["embedding"]
+    assert labels.shape == probabilities.shape == (8, info.num_classes)
+    np.testing.assert_allclose(
+        metrics["label_mAP"], multilabel_average_precision(labels, probabilities)[0], atol=1e-6
+    )
+    assert metrics["label_F1"] == pytest.approx(multilabel_f1(labels, probabilities), abs=1e-6)
+    expected_recall = recall_at_1(embeddings, identities)
+    assert not np.isnan(expected_recall)  # some identity recurs among the 8
+    assert metrics["recall@1"] == pytest.approx(expected_recall, abs=1e-9)
+
+    # Detection: pycocotools on the saved detections and the annotation file.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    saved = json.loads(results_path.read_text())
+    assert saved, "the random tiny task should leave detections above 0.001"
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(root / "annotations" / "instances_val.json"))
+        evaluation = COCOeval(coco, coco.loadRes(saved), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    np.testing.assert_allclose(stats(metrics), evaluation.stats, atol=1e-4)
+
+
+def test_a_detector_reads_its_targets_from_multi_task_batches(shapes):
+    _, dataset, info = shapes
+    model = FixedOutputDetector(num_classes=info.num_classes)
+    metrics = evaluation_loop.evaluate(model, dataset, info, verbose=False)
+    assert set(metrics) == COCO_KEYS
+    assert (metrics["images_evaluated"], metrics["images_in_split"]) == (8, 8)
+
+
+def test_a_head_without_targets_in_the_batches_is_named(shapes):
+    from yolor_keras.data import build_dataset
+    from yolor_keras.models import ClassificationHead
+    from yolor_keras.models import DetectionHead
+
+    root, _, _ = shapes
+    dataset, info = build_dataset(
+        str(root), split="val", image_size=64, batch_size=4, training=False, verbose=False
+    )
+    task = YOLORObjectDetector.from_preset(
+        "yolor_p6", width_multiplier=0.125, depth_multiplier=0.33,
+        heads=[DetectionHead(info.num_classes), ClassificationHead(info.num_classes, hidden_units=8)],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="classification head.*no 'classification' targets.*extra_targets"):
+        evaluation_loop.evaluate(task, dataset, info, verbose=False)
+    with pytest.raises(ValueError, match="lacks.*detect.*YOLORObjectDetector"):
+        evaluation_loop.evaluate(keras.Sequential([keras.layers.Dense(1)]), dataset, info)
