@@ -471,6 +471,10 @@ class YOLORObjectDetector(keras.Model):
         # Keras skips compiling on load for a model whose `compile` is
         # overridden unless this is too; it does what Keras' own does.
         config = keras.saving.deserialize_keras_object(config)
+        if "loss_settings" in config:
+            # Keras' own part of the config has a `loss_weights` too (None),
+            # which would override the task's saved head weights.
+            config.pop("loss_weights", None)
         self.compile(**config)
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
