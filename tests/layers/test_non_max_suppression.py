@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from yolor_keras.layers import non_max_suppression
-from yolor_keras.inference import scale_boxes_to_original
+from yolor_keras.data.letterbox_ops import boxes_to_original
 
 
 def make_decoded(rows, num_classes):
@@ -267,7 +267,7 @@ def test_letterbox_mapping_inverts_the_letterbox_and_clips():
     spill = np.array([-10.0, 100.0, 700.0, 500.0])  # reaches into the padding
     boxes = np.stack([letterboxed, spill, np.zeros(4)])
 
-    mapped = scale_boxes_to_original(boxes, scale, pad, (300, 600)).numpy()
+    mapped = boxes_to_original(boxes, scale, pad, (300, 600)).numpy()
     np.testing.assert_allclose(mapped[0], original_box, rtol=1e-5)
     np.testing.assert_allclose(mapped[1], [0, 0, 600, 300])  # y2 = 340 / scale = 318.75, clipped
     np.testing.assert_allclose(mapped[2], [0, 0, 0, 0])
@@ -275,7 +275,7 @@ def test_letterbox_mapping_inverts_the_letterbox_and_clips():
 
 def test_letterbox_mapping_uses_per_image_parameters_in_a_batch():
     boxes = np.array([[[10.0, 20.0, 30.0, 40.0]], [[10.0, 20.0, 30.0, 40.0]]])
-    mapped = scale_boxes_to_original(
+    mapped = boxes_to_original(
         boxes, scale=[1.0, 0.5], pad=[[0.0, 0.0], [4.0, 10.0]], original_size=[[100, 100], [60, 50]]
     ).numpy()
     np.testing.assert_allclose(mapped[0, 0], [10, 20, 30, 40])
@@ -284,9 +284,9 @@ def test_letterbox_mapping_uses_per_image_parameters_in_a_batch():
     np.testing.assert_allclose(mapped[1, 0], [12, 20, 50, 60])
 
     with pytest.raises(ValueError, match="pad"):
-        scale_boxes_to_original(boxes, 1.0, [1.0, 2.0, 3.0], (10, 10))
+        boxes_to_original(boxes, 1.0, [1.0, 2.0, 3.0], (10, 10))
     with pytest.raises(ValueError, match="boxes"):
-        scale_boxes_to_original(np.zeros((2, 5)), 1.0, (0, 0), (10, 10))
+        boxes_to_original(np.zeros((2, 5)), 1.0, (0, 0), (10, 10))
 
 
 def test_layer_applies_its_settings_and_round_trips_its_config():

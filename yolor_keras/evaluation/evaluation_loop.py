@@ -198,14 +198,15 @@ def evaluate(
     progress = tqdm(total=info.num_samples, desc="Evaluating", unit="img", disable=not verbose)
     evaluated = 0
     for images, labels in dataset:
+        # Targets first: a head without any fails before the network runs.
+        targets = {head: _head_targets(labels, head, heads) for head in heads}
         outputs = {key: np.asarray(value) for key, value in detect(images).items()}
         if evaluator is not None:
-            targets = _head_targets(labels, "detection", heads)
             boxes = letterbox_to_original(
                 outputs["boxes"],
-                np.asarray(targets["scale"]),
-                np.asarray(targets["pad"]),
-                np.asarray(targets["original_size"]),
+                np.asarray(targets["detection"]["scale"]),
+                np.asarray(targets["detection"]["pad"]),
+                np.asarray(targets["detection"]["original_size"]),
             )
             detections = {
                 "boxes": boxes,
@@ -213,13 +214,13 @@ def evaluate(
                 "classes": outputs["classes"],
                 "num_detections": outputs["num_detections"],
             }
-            evaluator.process(np.asarray(targets["image_id"]), detections)
+            evaluator.process(np.asarray(targets["detection"]["image_id"]), detections)
         if "classification" in heads:
             probabilities.append(outputs[LABEL_OUTPUT])
-            label_targets.append(np.asarray(_head_targets(labels, "classification", heads)))
+            label_targets.append(np.asarray(targets["classification"]))
         if "embedding" in heads:
             embeddings.append(outputs[EMBEDDING_OUTPUT])
-            identities.append(np.asarray(_head_targets(labels, "embedding", heads)))
+            identities.append(np.asarray(targets["embedding"]))
         progress.update(int(images.shape[0]))
         evaluated += int(images.shape[0])
     progress.close()
