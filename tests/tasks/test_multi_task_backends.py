@@ -1,4 +1,4 @@
-"""`YOLORMultiTask` and its losses on the JAX backend (keras.ops only).
+"""`YOLORObjectDetector` with every head and its losses on the JAX backend (keras.ops only).
 
 JAX runs in its own interpreter (Keras fixes the backend at import). The
 script builds a tiny multi-task model, runs every head and the jitted
@@ -25,17 +25,22 @@ SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     from yolor_keras.losses import SupervisedContrastiveLoss
-    from yolor_keras.tasks import YOLORMultiTask
+    from yolor_keras.models import ClassificationHead, DetectionHead, EmbeddingHead
+    from yolor_keras.tasks import YOLORObjectDetector
 
     assert keras.backend.backend() == "jax"
     embeddings = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], "float32")
     contrastive = jax.jit(lambda z: SupervisedContrastiveLoss(0.5).call(np.array([5, 5, 7]), z))
 
-    model = YOLORMultiTask.from_preset(
-        "yolor_p6", num_classes=3, embedding_dim=8, head_width=16,
-        width_multiplier=0.125, depth_multiplier=0.33,
-        implicit={"detection": "network", "classification": "factorization", "embedding": "vector"},
+    model = YOLORObjectDetector.from_preset(
+        "yolor_p6", width_multiplier=0.125, depth_multiplier=0.33,
+        heads=[
+            DetectionHead(3, implicit="network"),
+            ClassificationHead(3, hidden_units=16, implicit="factorization"),
+            EmbeddingHead(8, hidden_units=16, implicit="vector"),
+        ],
     )
+    model.compile(optimizer="sgd")
     rng = np.random.default_rng(0)
     images = rng.random((4, 64, 64, 3), dtype="float32")
     targets = {

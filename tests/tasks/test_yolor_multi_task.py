@@ -1,4 +1,4 @@
-"""`YOLORMultiTask`: heads, implicit knowledge, weights, saving and training."""
+"""`YOLORObjectDetector` with several heads: implicit knowledge, weights, saving and training."""
 
 import collections
 
@@ -14,9 +14,11 @@ from yolor_keras.layers import ImplicitMultiply
 from yolor_keras.losses import MultiLabelBinaryCrossentropy
 from yolor_keras.losses import SupervisedContrastiveLoss
 from yolor_keras.losses import YOLORLoss
-from yolor_keras.tasks import YOLORObjectDetector
+from yolor_keras.models import ClassificationHead
+from yolor_keras.models import DetectionHead
+from yolor_keras.models import EmbeddingHead
 from yolor_keras.models import make_plan
-from yolor_keras.tasks import YOLORMultiTask
+from yolor_keras.tasks import YOLORObjectDetector
 
 TINY = {"width_multiplier": 0.125, "depth_multiplier": 0.33}
 NUM_CLASSES = 3
@@ -24,22 +26,38 @@ SYNTHETIC_CLASSES = 5  # the classes of yolor_keras.data.synthetic
 NUM_LABELS = 4
 EMBEDDING_DIM = 16
 HEAD_WIDTH = 32
+ALL_HEADS = ("detection", "classification", "embedding")
 
 
-def tiny_model(preset="yolor_p6", **kwargs):
-    settings = {
-        "num_classes": NUM_CLASSES,
-        "num_labels": NUM_LABELS,
-        "embedding_dim": EMBEDDING_DIM,
-        "head_width": HEAD_WIDTH,
-        **TINY,
-        **kwargs,
+def tiny_model(
+    preset="yolor_p6",
+    heads=ALL_HEADS,
+    implicit="vector",
+    num_classes=NUM_CLASSES,
+    num_labels=NUM_LABELS,
+    embedding_dim=EMBEDDING_DIM,
+    class_names=None,
+):
+    """A tiny task with the given heads; ``implicit`` is one setting for every
+    head or ``{head: setting}`` (heads left out get the vector)."""
+    forms = implicit if isinstance(implicit, dict) else {head: implicit for head in heads}
+    make = {
+        "detection": lambda form: DetectionHead(num_classes, implicit=form),
+        "classification": lambda form: ClassificationHead(
+            num_classes if num_labels is None else num_labels, HEAD_WIDTH, implicit=form
+        ),
+        "embedding": lambda form: EmbeddingHead(embedding_dim, HEAD_WIDTH, implicit=form),
     }
-    return YOLORMultiTask.from_preset(preset, **settings)
+    return YOLORObjectDetector.from_preset(
+        preset,
+        heads=[make[head](forms.get(head, "vector")) for head in heads],
+        class_names=class_names,
+        **TINY,
+    )
 
 
 def neck_channels(model):
-    return sum(model.neck.output_channels.values())
+    return sum(model.backbone.output_channels.values())
 
 
 def pooled_head_parameters(model, units, implicit_parameters):
@@ -142,9 +160,9 @@ def test_implicit_forms_set_the_implicit_parameters_of_a_head(form, parameters_p
     model = tiny_model(heads=["classification"], implicit=form)
     pooled = 2 * neck_channels(model)
     implicit = parameters_per_vector(pooled) + parameters_per_vector(NUM_LABELS)
+    # The backbone holds the neck too.
     assert model.count_params() == (
         model.backbone.count_params()
-        + model.neck.count_params()
         + pooled_head_parameters(model, NUM_LABELS, implicit)
     )
     layers = model.head_layers("classification")
@@ -185,16 +203,20 @@ def test_keras_file_round_trip(tmp_path):
             "detection": "network",
             "classification": {"add": "factorization", "multiply": None},
         },
-        loss_weights={"embedding": 0.25},
         class_names=["a", "b", "c"],
     )
+    model.compile(optimizer="sgd", loss_weights={"embedding": 0.25})
     perturb_implicit(model)
     path = tmp_path / "multi_task.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert isinstance(restored, YOLORMultiTask)
+    assert isinstance(restored, YOLORObjectDetector)
     assert restored.get_config() == model.get_config()
-    assert restored.loss_weights == {"detection": 1.0, "classification": 1.0, "embedding": 0.25}
+    assert restored.loss_settings["loss_weights"] == {
+        "detection": 1.0,
+        "classification": 1.0,
+        "embedding": 0.25,
+    }
     images = np.random.default_rng(1).random((2, 64, 64, 3), dtype="float32")
     for got, want in zip(keras.tree.flatten(restored(images)), keras.tree.flatten(model(images))):
         np.testing.assert_array_equal(got, want)
@@ -251,7 +273,7 @@ def fixed_batch(tmp_path_factory):
     return take(images), keras.tree.map_structure(take, targets)
 
 
-def head_losses(model, images, targets):
+def head_losses(model, images, targets, temperature=0.1):
     """The loss terms of the model's heads, computed by separately built loss
     objects on a training-mode forward pass (batch statistics, as in `fit`)."""
     outputs = model(images, training=True)
@@ -274,7 +296,7 @@ def head_losses(model, images, targets):
         )
     if "embedding" in outputs:
         losses["contrastive"] = float(
-            SupervisedContrastiveLoss(model.temperature)(targets["embedding"], outputs["embedding"])
+            SupervisedContrastiveLoss(temperature)(targets["embedding"], outputs["embedding"])
         )
     return losses
 
@@ -282,9 +304,8 @@ def head_losses(model, images, targets):
 def test_compute_loss_weights_each_head_and_scales_the_mean(fixed_batch):
     images, targets = fixed_batch
     weights = {"detection": 2.0, "classification": 0.5, "embedding": 0.25}
-    model = tiny_model(
-        num_classes=SYNTHETIC_CLASSES, num_labels=None, loss_weights=weights, loss_scale=8.0
-    )
+    model = tiny_model(num_classes=SYNTHETIC_CLASSES, num_labels=None)
+    model.compile(optimizer="sgd", loss_weights=weights, loss_scale=8.0)
     outputs = model(images, training=False)
     detection = YOLORLoss.from_detector(model).compute_components(
         targets["detection"], outputs["detection"]
@@ -301,6 +322,7 @@ def test_compute_loss_weights_each_head_and_scales_the_mean(fixed_batch):
 def test_missing_targets_are_named(fixed_batch):
     images, targets = fixed_batch
     model = tiny_model(num_classes=SYNTHETIC_CLASSES, num_labels=None)
+    model.compile(optimizer="sgd")
     outputs = model(images)
     incomplete = {key: value for key, value in targets.items() if key != "embedding"}
     with pytest.raises(ValueError, match="'embedding' entry"):
@@ -310,20 +332,21 @@ def test_missing_targets_are_named(fixed_batch):
 def test_every_loss_decreases_in_a_few_fit_steps_on_a_fixed_batch(fixed_batch):
     images, targets = fixed_batch
     keras.utils.set_random_seed(0)
-    model = tiny_model(
-        num_classes=SYNTHETIC_CLASSES,
-        num_labels=None,
+    model = tiny_model(num_classes=SYNTHETIC_CLASSES, num_labels=None)
+    well_conditioned(model)
+    before = head_losses(model, images, targets, temperature=0.5)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        run_eagerly=True,
         temperature=0.5,
         # With the official gain (0.5 * 5/80 classes) the class term is so
         # light that, over five steps, the objectness gradient on the shared
         # features outweighs it; weighted up, it must fall too.
         cls_gain=10.0,
+        loss_scale=1.0,
     )
-    well_conditioned(model)
-    before = head_losses(model, images, targets)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     history = model.fit(images, targets, batch_size=8, epochs=5, shuffle=False, verbose=0)
-    after = head_losses(model, images, targets)
+    after = head_losses(model, images, targets, temperature=0.5)
     for name in before:
         assert after[name] < before[name], (name, before[name], after[name])
     # The progress bar shows the heads' terms.
@@ -333,12 +356,18 @@ def test_every_loss_decreases_in_a_few_fit_steps_on_a_fixed_batch(fixed_batch):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"heads": ["detection", "depth"]}, "Unknown head"),
         ({"implicit": "matrix"}, "implicit form"),
-        ({"embedding_dim": 0}, "embedding_dim"),
-        ({"loss_weights": {"embedding": -1.0}}, "loss_weights"),
+        ({"embedding_dim": 0}, "embedding units"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny_model(**kwargs)
+
+
+def test_bad_loss_weights_are_named():
+    model = tiny_model(heads=("classification", "embedding"))
+    with pytest.raises(ValueError, match=r"loss_weights\['embedding'\] must be a non-negative"):
+        model.compile(optimizer="sgd", loss_weights={"embedding": -1.0})
+    with pytest.raises(ValueError, match=r"loss_weights: no head \['detection'\]"):
+        model.compile(optimizer="sgd", loss_weights={"detection": 1.0})
