@@ -39,6 +39,7 @@ class _FilePredictor(BasePredictor):
         max_detections,
         multi_label,
         batch_size,
+        preprocessor,
     ):
         output_names = list(output_names)
         self.has_nms = set(NMS_OUTPUTS) <= set(output_names)
@@ -49,7 +50,9 @@ class _FilePredictor(BasePredictor):
                 f"{list(NMS_OUTPUTS)} nor [{DECODED_OUTPUT!r}]: not a YOLOR detection export."
             )
         # The stride check of the base class is the export's business here.
-        super().__init__(num_classes, image_size, class_names, image_size, batch_size)
+        super().__init__(
+            num_classes, image_size, class_names, image_size, batch_size, preprocessor=preprocessor
+        )
         # Applied to files without NMS inside; checks the settings here.
         self.prediction_decoder = NonMaxSuppression(
             conf_threshold=conf_threshold,
@@ -87,6 +90,9 @@ class LiteRTPredictor(_FilePredictor):
             settings for files exported without NMS (ignored otherwise: the
             file's own settings apply).
         num_threads: LiteRT CPU threads (None: the runtime's default).
+        preprocessor: the exported task's ``preprocessor`` when it has one
+            (its padding grey); default ``YOLORImageConverter`` at the
+            file's input size.
 
     Example:
     ```python
@@ -104,6 +110,7 @@ class LiteRTPredictor(_FilePredictor):
         max_detections=100,
         multi_label=False,
         num_threads=None,
+        preprocessor=None,
     ):
         from yolor_keras.export.litert import INPUT_NAME
         from yolor_keras.export.litert import SIGNATURE
@@ -134,6 +141,7 @@ class LiteRTPredictor(_FilePredictor):
             max_detections,
             multi_label,
             batch_size=int(input_shape[0]),
+            preprocessor=preprocessor,
         )
 
     def detect_letterboxed_batch(self, images):
@@ -155,6 +163,9 @@ class ONNXPredictor(_FilePredictor):
             settings for files exported without NMS.
         providers: ONNX Runtime execution providers (default: CPU).
         batch_size: images per call (the file's batch size is dynamic).
+        preprocessor: the exported task's ``preprocessor`` when it has one
+            (its padding grey); default ``YOLORImageConverter`` at the
+            file's input size.
     """
 
     def __init__(
@@ -167,6 +178,7 @@ class ONNXPredictor(_FilePredictor):
         multi_label=False,
         providers=("CPUExecutionProvider",),
         batch_size=8,
+        preprocessor=None,
     ):
         import onnxruntime
 
@@ -193,6 +205,7 @@ class ONNXPredictor(_FilePredictor):
             max_detections,
             multi_label,
             batch_size,
+            preprocessor,
         )
 
     def detect_letterboxed_batch(self, images):
