@@ -1,12 +1,14 @@
 """`build_dataset`: the public entry from a dataset on disk to batches."""
 
 import dataclasses
+import hashlib
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from yolor_keras.atomic import write_directory_atomically
 from yolor_keras.data import augment
 from yolor_keras.data import image_decoding
 from yolor_keras.data import report as reasons
@@ -179,8 +181,18 @@ def build_dataset(
         augment: apply the recipe; defaults to `training`.
         seed: seed of the shuffling and augmentation; the same seed gives
             the same batches, epoch after epoch.
-        cache: keep decoded (and resized) images in memory after the first
-            pass. Much faster, at about S * S * 3 bytes per image.
+        cache: where decoded (and resized) images are kept after a first
+            pass that decodes them all, so later epochs skip reading and
+            decoding:
+            - False (or None): no cache, every image decoded every time;
+            - "memory" (or True): in RAM, at most S * S * 3 bytes per image
+              (`cache_bytes`). Refused, before any decoding, with the bytes
+              needed and available, when it would not fit in the available
+              memory;
+            - "disk:FOLDER": uint8 files in a sub-folder of FOLDER named by
+              the dataset's fingerprint (files, sizes, boxes, S and the
+              kind of batches), written atomically and reused by later
+              runs; for datasets that do not fit in RAM.
         max_boxes: boxes per image are padded (or cut) to this many.
         shuffle: shuffle the samples; defaults to `training`.
         image_dir: the image folder of a COCO JSON file.
@@ -210,6 +222,7 @@ def build_dataset(
         name. `info` is a `DatasetInfo`.
     """
     source = load_source(source, split, image_dir, class_names, verify, verbose)
+    cache = parse_cache(cache, source.report.name)
     augment = training if augment is None else augment
     shuffle = training if shuffle is None else shuffle
     name = source.report.name
@@ -240,6 +253,8 @@ def build_dataset(
             f"batch_size={batch_size}."
         )
 
+    if cache.kind == "memory":
+        check_memory_cache(source, image_size, resized=augment)
     if augment:
         dataset = _augmented(
             source, image_size, recipe, seed, cache, shuffle, max_boxes, verbose
@@ -317,8 +332,8 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
 
     if cache:
         encoded = source.encoded_dataset(shuffle=False)
-        decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
-        fill_cache(decoded, source.num_samples, verbose)
+        decoded = decode_skipping_failures(encoded, decode_sample, source)
+        decoded = cached(decoded, cache, source, f"train{image_size}", verbose)
         if shuffle:
             decoded = decoded.shuffle(
                 source.num_samples, seed=seed, reshuffle_each_iteration=True
@@ -394,8 +409,9 @@ def _letterboxed(
 
     if cache:
         encoded = source.encoded_dataset(shuffle=False)
-        decoded = decode_skipping_failures(encoded, decode_sample, source).cache()
-        fill_cache(decoded, source.num_samples, verbose)
+        decoded = decode_skipping_failures(encoded, decode_sample, source)
+        key = f"letterbox{image_size}" + ("-" + "-".join(sorted(targets)) if targets else "")
+        decoded = cached(decoded, cache, source, key, verbose)
         if shuffle:
             decoded = decoded.shuffle(
                 source.num_samples, seed=seed, reshuffle_each_iteration=True
@@ -432,6 +448,159 @@ def flip_horizontally(image, boxes, flip):
         tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image),
         tf.cond(flip, lambda: flipped_boxes, lambda: boxes),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheChoice:
+    """A parsed `build_dataset` cache argument.
+
+    Args:
+        kind: None (no cache), "memory" or "disk".
+        folder: the disk cache's folder, for "disk".
+    """
+
+    kind: str = None
+    folder: str = None
+
+    def __bool__(self):
+        return self.kind is not None
+
+
+def parse_cache(cache, name="dataset"):
+    """Reads `build_dataset`'s `cache`: False/None, True/"memory" or "disk:FOLDER".
+
+    Raises:
+        ValueError: any other value; the message names the dataset.
+    """
+    if isinstance(cache, CacheChoice):
+        return cache
+    if cache is None or cache is False:
+        return CacheChoice()
+    if cache is True or cache == "memory":
+        return CacheChoice("memory")
+    if isinstance(cache, str) and cache.startswith("disk:") and cache[len("disk:") :]:
+        return CacheChoice("disk", os.path.abspath(os.path.expanduser(cache[len("disk:") :])))
+    raise ValueError(
+        f"{name}: cache={cache!r} is not a cache choice; use False, \"memory\" (or True) "
+        "or \"disk:FOLDER\"."
+    )
+
+
+def cache_bytes(source, image_size, resized=True):
+    """Bytes the decoded images of `source` take in the in-memory cache.
+
+    Training images (`resized`) keep their aspect with the long side S, so
+    an image takes S * round(S * short / long) * 3 bytes; letterboxed ones
+    take S * S * 3. A source that does not list its image sizes (tfds) is
+    counted at S * S * 3 per image, the most an image can take.
+    """
+    full = image_size * image_size * 3
+    samples = getattr(source, "samples", None)
+    if not resized or samples is None:
+        return full * source.num_samples
+    total = 0
+    for sample in samples:
+        long_side = max(sample.width, sample.height, 1)
+        short_side = min(sample.width, sample.height)
+        total += image_size * max(1, round(image_size * short_side / long_side)) * 3
+    return total
+
+
+def available_memory_bytes():
+    """Memory the system can still give this process, or None where unknown.
+
+    Linux's `MemAvailable` (free memory plus reclaimable caches); elsewhere
+    the free physical pages.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory_cache(source, image_size, resized=True):
+    """Refuses an in-memory cache that would not fit in the available memory.
+
+    Raises:
+        MemoryError: the decoded images need more bytes than are available;
+            the message names the dataset, both byte counts and the other
+            choices.
+    """
+    needed = cache_bytes(source, image_size, resized)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"{source.report.name}: cache=\"memory\" needs {needed:,} bytes "
+            f"({needed / 2**30:.1f} GiB) for {source.num_samples} decoded images at "
+            f"{image_size}, but only {available:,} bytes ({available / 2**30:.1f} GiB) "
+            "are available. Use cache=\"disk:FOLDER\" (decoded images on disk) or "
+            "cache=False (decode every image every epoch)."
+        )
+    return needed
+
+
+def dataset_fingerprint(source, key):
+    """A hex digest of what a cached pass depends on: the samples and `key`.
+
+    Listed sources hash each sample's image (path with file size and
+    modification time, or its bytes), boxes, classes and id; others (tfds)
+    their name and size, as a tfds version never changes.
+    """
+    digest = hashlib.sha256(f"yolor-keras cache v1|{key}|".encode())
+    samples = getattr(source, "samples", None)
+    if samples is None:
+        digest.update(f"{source.report.name}|{source.num_samples}".encode())
+        return digest.hexdigest()[:20]
+    for sample in samples:
+        image = sample.image
+        if isinstance(image, (bytes, bytearray)):
+            digest.update(hashlib.sha256(image).digest())
+        else:
+            path = os.fspath(image)
+            try:
+                status = os.stat(path)
+                digest.update(f"{path}|{status.st_size}|{status.st_mtime_ns}".encode())
+            except OSError:
+                digest.update(path.encode())
+        digest.update(np.asarray(sample.boxes, np.float32).tobytes())
+        digest.update(np.asarray(sample.classes, np.int32).tobytes())
+        digest.update(str(int(sample.image_id)).encode())
+    return digest.hexdigest()[:20]
+
+
+def cached(decoded, cache, source, key, verbose):
+    """`decoded` with its elements cached as `cache` says, the cache filled.
+
+    "memory": `Dataset.cache()` in RAM, filled now. "disk": the elements go
+    to `FOLDER/KEY-FINGERPRINT/` through `write_directory_atomically` (a
+    run stopped half-way leaves no folder that a later run could take for
+    complete), and the dataset reads that folder back; a folder already
+    there is reused without decoding anything.
+    """
+    if cache.kind == "memory":
+        decoded = decoded.cache()
+        fill_cache(decoded, source.num_samples, verbose)
+        return decoded
+    entry = os.path.join(cache.folder, f"{key}-{dataset_fingerprint(source, key)}")
+    prefix = "images"
+    if not os.path.isfile(os.path.join(entry, prefix + ".index")):
+        if verbose:
+            print(f"{source.report.name}: caching decoded images in {entry}")
+
+        def write(folder):
+            fill_cache(decoded.cache(os.path.join(folder, prefix)), source.num_samples, verbose)
+
+        write_directory_atomically(entry, write)
+    elif verbose:
+        print(f"{source.report.name}: reading decoded images from {entry}")
+    return decoded.cache(os.path.join(entry, prefix))
 
 
 def fill_cache(dataset, num_samples, verbose):
