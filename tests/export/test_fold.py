@@ -1,4 +1,4 @@
-"""fold(): the deploy form computes what the trained model computes."""
+"""fold(): the deploy form computes what the trained task computes, for every head."""
 
 import os
 import pathlib
@@ -12,6 +12,9 @@ from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.layers import ImplicitMultiply
 from yolor_keras.layers import ChannelAffine
+from yolor_keras.models import ClassificationHead
+from yolor_keras.models import DetectionHead
+from yolor_keras.models import EmbeddingHead
 from yolor_keras.tasks import YOLORObjectDetector
 
 TINY = {"num_classes": 3, "width_multiplier": 0.125, "depth_multiplier": 0.33}
@@ -117,3 +120,72 @@ def test_folded_official_checkpoint_still_matches_official_outputs():
     for level, raw in enumerate(outputs(folded, image)):
         expected = reference[f"raw_{level}_f64"].transpose(0, 2, 3, 1, 4)
         assert np.abs(raw - expected).max() <= 3e-2 * expected.std()
+
+
+def perturbed(model, seed):
+    """Random BatchNorm statistics and implicit parameters, so that folds show."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape).astype("float32"))
+            layer.moving_variance.assign(
+                rng.uniform(0.5, 2.0, layer.moving_variance.shape).astype("float32")
+            )
+            layer.gamma.assign(rng.uniform(0.1, 0.3, layer.gamma.shape).astype("float32"))
+        if isinstance(layer, ImplicitKnowledge):
+            for weight in layer.weights:
+                weight.assign(weight.numpy() + rng.normal(0, 0.2, weight.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize(
+    "preset, implicit",
+    [
+        (
+            "yolor_p6",
+            {
+                "detection": "network",
+                "classification": {"add": "factorization", "multiply": None},
+                "embedding": "vector",
+            },
+        ),
+        (
+            "yolor_p6_paper",
+            {
+                "detection": {"add": None, "multiply": "factorization"},
+                "classification": "network",
+                "embedding": {"add": "factorization", "multiply": "network"},
+            },
+        ),
+    ],
+)
+def test_fold_of_a_task_with_every_head_keeps_every_output(preset, implicit):
+    heads = [
+        DetectionHead(3, implicit=implicit["detection"]),
+        ClassificationHead(4, hidden_units=32, implicit=implicit["classification"]),
+        EmbeddingHead(16, hidden_units=32, implicit=implicit["embedding"]),
+    ]
+    model = perturbed(
+        YOLORObjectDetector.from_preset(
+            preset, heads=heads, width_multiplier=0.125, depth_multiplier=0.33
+        ),
+        seed=1,
+    )
+    folded = fold(model)
+    kinds = {type(layer) for layer in folded._flatten_layers()}
+    assert keras.layers.BatchNormalization not in kinds
+    assert not any(issubclass(kind, ImplicitKnowledge) for kind in kinds)
+    assert folded.count_params() < model.count_params()
+    assert folded.head_names == model.head_names == ("detection", "classification", "embedding")
+    images = np.random.default_rng(5).random((2, 128, 128, 3), dtype="float32")
+    want, got = model(images), folded(images)
+    assert sorted(got) == sorted(want) == ["classification", "detection", "embedding"]
+    for name in want:
+        for have, expected in zip(keras.tree.flatten(got[name]), keras.tree.flatten(want[name])):
+            expected = keras.ops.convert_to_numpy(expected)
+            scale = max(float(np.abs(expected).max()), 1.0)
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(have), expected, atol=1e-5 * scale, err_msg=name
+            )
+    with pytest.raises(ValueError, match="already in deploy form"):
+        fold(folded)
