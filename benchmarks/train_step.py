@@ -177,11 +177,11 @@ def run_keras(args):
         result["python_trace_cpu_s"] = time.process_time() - cpu
         note(f"traced in {result['python_trace_s']:.1f} s")
         graph = concrete.graph.as_graph_def()
-        result["graph_nodes"] = len(graph.node)
-        loss_nodes = [n for n in graph.node if "yolor_loss" in n.name or "compute_loss" in n.name]
-        result["loss_graph_nodes"] = len(loss_nodes)
-        optimizer_nodes = [n for n in graph.node if "yolor_sgd" in n.name.lower()]
-        result["optimizer_graph_nodes"] = len(optimizer_nodes)
+        # Conditionals keep their branches as library functions: count those too.
+        result["graph_nodes"] = len(graph.node) + sum(
+            len(function.node_def) for function in graph.library.function
+        )
+        result["graph_functions"] = len(graph.library.function)
         del concrete, graph
 
     durations, cpu_times = [], []
