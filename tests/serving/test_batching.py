@@ -265,11 +265,12 @@ def detections(outputs, row):
 
 
 # The model's own answer for an image moves a little with the batch size
-# (oneDNN picks other convolution kernels for 4 images than for 1): scores
-# by under 1e-5 relative, boxes by up to 0.05 px (measured on this model).
-# Against a client's request of 4 images, batches of 4 must agree tightly.
-BOX_ATOL = 0.1
-TIGHT_BOX_ATOL = 1e-3
+# (oneDNN picks other convolution kernels for 4 or 8 images than for 1):
+# scores by under 1e-5 relative, boxes by up to 0.15 px (measured on this
+# model, single image against batches of 4 and 8). Against the same batch
+# size, a client's request or the Predictor, batches must agree tightly.
+BOX_ATOL = 0.25
+TIGHT_BOX_ATOL = 2e-3
 SCORE_RTOL = 1e-5
 
 
@@ -337,16 +338,17 @@ def test_concurrent_batched_requests_match_the_predictor(detector, served, encod
     assert len(reserved) == 2
     assert sum(reserved) == sum(height * width for height, width in SHAPES)
     predictor = Predictor(detector, image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
-    expected = predictor.predict(encoded_images)
+    # The Predictor also in batches of four, for the same kernels.
+    expected = predictor.predict(encoded_images[:4]) + predictor.predict(encoded_images[4:])
     assert sum(len(result["scores"]) for result in expected) > 0
     for index, (answer, single, want) in enumerate(zip(answers, alone, expected)):
         assert answer["num_detections"].shape == (1,)
         # As a four-image request answers (whatever the batch's other images).
         four = detections(fours[index // 4], index % 4)
         assert_same_detections(detections(answer, 0), four, box_atol=TIGHT_BOX_ATOL)
-        # As unbatched single-image serving answers, and as the Predictor does.
+        assert_same_detections(detections(answer, 0), want, box_atol=TIGHT_BOX_ATOL)
+        # As unbatched single-image serving answers, to the batch-size effect.
         assert_same_detections(detections(answer, 0), detections(single, 0))
-        assert_same_detections(detections(answer, 0), want)
 
 
 def test_a_corrupt_image_in_a_real_batch_fails_only_its_request(served, encoded_images):
