@@ -3,7 +3,10 @@
 import pytest
 
 
+# The demo's full run: 40 epochs of 480 images at 256 px, about 25 minutes
+# on two quiet cores (the suite's default 900 s per test is too short).
 @pytest.mark.slow
+@pytest.mark.timeout(2700)
 def test_tiny_yolor_reaches_map50_of_one_half(tmp_path):
     from yolor_keras.data.synthetic import generate_dataset
     from yolor_keras.demo import DEMO_DATA
