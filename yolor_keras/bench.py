@@ -338,6 +338,12 @@ def main(argv=None):
         help="Then also `yolor serve`'s images/s and latency at concurrency 1, 4 and 16, without "
         "and with server-side batching (the demo model; see benchmarks/serving_throughput.py).",
     )
+    parser.add_argument(
+        "--data",
+        action="store_true",
+        help="Then also the training pipeline's images/s (mosaic at 640, each cache choice; see "
+        "benchmarks/data_pipeline.py, which also times the official loader).",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.image_size < 1 or args.matmul_size < 1:
         parser.error("--repeats, --image-size and --matmul-size must be positive.")
@@ -357,6 +363,11 @@ def main(argv=None):
 
         print("\nyolor serve, demo model, one JPEG per REST request:", flush=True)
         serving_rows()
+    if args.data:
+        from yolor_keras.data.throughput import data_rows
+
+        print("\nTraining pipeline, synthetic 640x480 JPEGs:", flush=True)
+        data_rows()
     print(f"\nAt the end: {_load()}")
     return 0
 

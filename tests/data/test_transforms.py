@@ -86,14 +86,6 @@ def test_box_candidates_rules():
     np.testing.assert_array_equal(keep, [True, False, False, False, True])
 
 
-def test_letterbox_geometry():
-    geometry = [int(v) for v in transforms.letterbox_geometry(480, 640, 320)]
-    assert geometry == [240, 320, 0, 40]
-    # Odd padding: the extra pixel goes to the bottom / right.
-    geometry = [int(v) for v in transforms.letterbox_geometry(100, 33, 64)]
-    assert geometry == [64, 21, 21, 0]
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_hsv_matches_tensorflow_conversions(seed):
     rng = np.random.default_rng(seed)

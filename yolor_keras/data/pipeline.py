@@ -338,15 +338,57 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
             decoded = decoded.shuffle(
                 source.num_samples, seed=seed, reshuffle_each_iteration=True
             )
-        # Each repetition is a fresh permutation, so every image is in
-        # `group` different groups per epoch.
-        decoded = decoded.repeat(group)
     else:
-        encoded = source.encoded_dataset(shuffle=shuffle, seed=seed).repeat(group)
+        encoded = source.encoded_dataset(shuffle=shuffle, seed=seed)
         decoded = decode_skipping_failures(encoded, decode_sample, source)
+    groups = mosaic_groups(decoded, group, seed, shuffle)
+    # One stateless seed per sample; re-drawn each epoch, reproducibly.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    groups = decoded.padded_batch(
-        group,
+    def augment_sample(group_element, sample_seed):
+        image, labels = augment.augment_group(
+            group_element, sample_seed, recipe, image_size, max_boxes
+        )
+        return image, labels
+
+    return tf.data.Dataset.zip(groups, seeds).map(
+        augment_sample, num_parallel_calls=AUTOTUNE
+    )
+
+
+# Images decoded together and shared by the groups made from them, per
+# image of a group: large enough that partners vary, small enough that the
+# decoded (unresized) pixels stay a few hundred MB at most.
+CHUNK_PER_GROUP_IMAGE = 4
+
+
+def mosaic_groups(decoded, group, seed, shuffle=True):
+    """Groups decoded images for mosaics, each image decoded once per epoch.
+
+    An epoch of N images gives N groups of `group` images and every image
+    is in `group` of them, as in the official loader (where an image is on
+    average once the first tile and three times a random partner). The
+    official loader decodes all four tiles of every mosaic, so each image
+    is read and decoded four times per epoch; here the images come in
+    chunks of `CHUNK_PER_GROUP_IMAGE * group`, and a chunk's images are
+    dealt into as many groups by `group` independent permutations of the
+    chunk (group i takes the i-th `group`-slice of their concatenation):
+    the same membership, a quarter of the decoding. Within a full chunk the
+    images of a group are distinct.
+
+    Args:
+        decoded: dataset of `decode_for_training` dicts.
+        group: images per group.
+        seed: seed of the permutations, re-drawn each epoch.
+        shuffle: draw the permutations; otherwise groups take consecutive
+            images, `group` times over.
+
+    Returns:
+        Dataset of group dicts, each entry stacked to (group, ...) and
+        zero padded (classes -1).
+    """
+    chunks = decoded.padded_batch(
+        CHUNK_PER_GROUP_IMAGE * group,
         padded_shapes={
             "image": [None, None, 3],
             "source_size": [2],
@@ -361,20 +403,36 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
             "boxes": 0.0,
             "classes": -1,
         },
-        drop_remainder=True,
     )
-    # One stateless seed per sample; re-drawn each epoch, reproducibly.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def augment_sample(group_element, sample_seed):
-        image, labels = augment.augment_group(
-            group_element, sample_seed, recipe, image_size, max_boxes
-        )
-        return image, labels
-
-    return tf.data.Dataset.zip(groups, seeds).map(
-        augment_sample, num_parallel_calls=AUTOTUNE
+    # One stateless seed per chunk, folded away from the per-sample seeds.
+    seeds = (
+        tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        .batch(2)
+        .map(lambda pair: tf.random.experimental.stateless_fold_in(pair, 1))
     )
+
+    def deal(chunk, chunk_seed):
+        count = tf.shape(chunk["classes"])[0]
+        if shuffle:
+            orders = [
+                tf.argsort(
+                    tf.random.stateless_uniform(
+                        [count],
+                        seed=tf.random.experimental.stateless_fold_in(chunk_seed, k),
+                    )
+                )
+                for k in range(group)
+            ]
+        else:
+            orders = [tf.range(count)] * group
+        members = tf.reshape(tf.concat(orders, axis=0), [count, group])
+
+        def gather(rows):
+            return {key: tf.gather(value, rows) for key, value in chunk.items()}
+
+        return tf.data.Dataset.from_tensor_slices(members).map(gather)
+
+    return tf.data.Dataset.zip(chunks, seeds).flat_map(deal)
 
 
 def _letterboxed(

@@ -107,35 +107,6 @@ def compose_canvas(images, sizes, offsets, regions):
     )
 
 
-def letterbox_geometry(height, width, image_size):
-    """Size and padding that fit an image into an S x S square, keeping aspect.
-
-    The long side becomes S; the short side is rounded; the padding is split
-    as the official `letterbox` does (the odd pixel goes right / bottom).
-
-    Args:
-        height: image height (int32 scalar).
-        width: image width (int32 scalar).
-        image_size: S.
-
-    Returns:
-        (new_height, new_width, pad_x, pad_y), int32 scalars.
-    """
-    ratio = image_size / tf.cast(tf.maximum(height, width), tf.float32)
-    new_height = tf.maximum(
-        tf.cast(tf.round(tf.cast(height, tf.float32) * ratio), tf.int32), 1
-    )
-    new_width = tf.maximum(
-        tf.cast(tf.round(tf.cast(width, tf.float32) * ratio), tf.int32), 1
-    )
-    return (
-        new_height,
-        new_width,
-        (image_size - new_width) // 2,
-        (image_size - new_height) // 2,
-    )
-
-
 def resize_image(image, new_height, new_width, antialias):
     """Resizes a uint8 image bilinearly; a no-op when the size is unchanged.
 
