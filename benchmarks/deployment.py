@@ -84,10 +84,14 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
     from yolor_keras.export import export_tflite
     from yolor_keras.export import fold
     from yolor_keras.inference import Predictor
+    from yolor_keras.layers import NonMaxSuppression
     from yolor_keras.tasks import YOLORObjectDetector
 
     print(f"\n== {name} @ {image_size} ==", flush=True)
-    detector = YOLORObjectDetector.from_preset(name, num_classes=80)
+    # Every format takes the task's NMS settings: one decoder for all rows.
+    detector = YOLORObjectDetector.from_preset(
+        name, num_classes=80, prediction_decoder=NonMaxSuppression(max_detections=100)
+    )
     folded = fold(detector)
     # Exports take the folded model (a training-form one would be folded
     # again for each). ONNX goes first: tf2onnx needs the most memory
@@ -98,7 +102,7 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
     export_onnx(folded, onnx_path, image_size=image_size, nms=True)
     print(f"(ONNX export {time.perf_counter() - started:.0f} s)", flush=True)
     image = synthetic_images(1, image_size, seed=123)[0]
-    keras_predictor = Predictor(detector, image_size=image_size, max_detections=100)
+    keras_predictor = Predictor(detector, image_size=image_size)
     letterboxed = keras_predictor.letterbox(image)[0][None]
     pixels = tf.constant(np.asarray(tf.image.resize(image, [image_size, image_size]), np.uint8)[None])
     from PIL import Image
@@ -116,7 +120,7 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
 
     batch = tf.constant(letterboxed)
     record("Keras tf.function", median_seconds(lambda: keras_predictor.detect_letterboxed(batch), repeats))
-    folded_predictor = Predictor(folded, image_size=image_size, max_detections=100)
+    folded_predictor = Predictor(folded, image_size=image_size)
     record(
         "Keras tf.function, folded",
         median_seconds(lambda: folded_predictor.detect_letterboxed(batch), repeats),
