@@ -35,9 +35,13 @@ def test_official_needs_its_code(tmp_path):
 
 def test_table_ratios():
     rows = [
-        {"loader": "official, 2 workers", "rate": 50.0, "first_batch_s": 2.0, "ratio": 1.0},
-        {"loader": "ours", "rate": 80.0, "first_batch_s": 1.25, "ratio": 1.6},
+        {"loader": "official", "rate": 50.0, "first_batch_s": 2.0, "ratio": 1.0,
+         "cpu_ms_per_image": 40.0, "cpu_ratio": 1.0},
+        {"loader": "ours", "rate": 80.0, "first_batch_s": 1.25, "ratio": 1.6,
+         "cpu_ms_per_image": 16.0, "cpu_ratio": 2.5},
     ]
     table = throughput.markdown_table(rows).splitlines()
-    assert table[2] == "| official, 2 workers | 50.0 | 1.00x | 2.0 |"
-    assert table[3] == "| ours | 80.0 | 1.60x | 1.2 |"
+    cores = os.cpu_count()
+    # img/s on free cores = cores * 1000 / CPU ms per image.
+    assert table[2] == f"| official | 50.0 | 1.00x | 40.0 | {cores * 25} | 1.00x | 2.0 |"
+    assert table[3] == f"| ours | 80.0 | 1.60x | 16.0 | {round(cores * 62.5)} | 2.50x | 1.2 |"

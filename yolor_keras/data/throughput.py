@@ -168,6 +168,13 @@ dataset = LoadImagesAndLabels(
 loader = InfiniteDataLoader(
     dataset, batch_size=settings["batch_size"], num_workers=settings["workers"],
     collate_fn=LoadImagesAndLabels.collate_fn)
+def cpu_seconds(pids):  # user + system time of processes, from /proc
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 def forever():  # one pass per __iter__; its workers live on between passes
     while True:
         yield from loader
@@ -177,11 +184,14 @@ next(iterator)
 first = time.perf_counter() - start
 for _ in range(settings["warmup"] - 1):
     next(iterator)
-wall = time.perf_counter()
+pids = [os.getpid()] + [worker.pid for worker in loader.iterator._workers]
+wall, cpu = time.perf_counter(), cpu_seconds(pids)
 for _ in range(settings["batches"]):
     next(iterator)
-rate = settings["batches"] * settings["batch_size"] / (time.perf_counter() - wall)
-print("RESULT " + json.dumps({"rate": rate, "first_batch_s": first}))
+images = settings["batches"] * settings["batch_size"]
+rate = images / (time.perf_counter() - wall)
+cpu_ms = (cpu_seconds(pids) - cpu) / images * 1000
+print("RESULT " + json.dumps({"rate": rate, "first_batch_s": first, "cpu_ms_per_image": cpu_ms}))
 """
 
 
@@ -208,7 +218,9 @@ def official(
         workers: the DataLoader's worker processes.
 
     Returns:
-        dict with "rate" (img/s) and "first_batch_s".
+        dict with "rate" (img/s), "first_batch_s" and "cpu_ms_per_image"
+        (CPU time of the main and worker processes, from /proc, per timed
+        image).
 
     Raises:
         RuntimeError: the official loader failed; the message ends with its
@@ -282,8 +294,9 @@ def data_rows(
 
     Returns:
         One dict per row: "loader", "rate" (img/s), "first_batch_s",
-        "ratio" (rate over the official rate, None without it) and, for
-        ours, "cpu_ms_per_image" and "build_s".
+        "ratio" (rate over the official rate, None without it),
+        "cpu_ms_per_image", "cpu_ratio" (the official CPU time per image
+        over this row's) and, for ours, "build_s".
     """
     if official_dir and not hyp:
         raise ValueError("data_rows: the official loader needs hyp= (hyp.scratch.1280.yaml).")
@@ -310,21 +323,30 @@ def data_rows(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     reference = rows[0]["rate"] if official_dir else None
+    reference_cpu = rows[0]["cpu_ms_per_image"] if official_dir else None
     for row in rows:
         row["ratio"] = row["rate"] / reference if reference else None
+        # On a shared machine CPU time per image is the steadier measure:
+        # cores / CPU time is the rate with the cores to itself.
+        row["cpu_ratio"] = reference_cpu / row["cpu_ms_per_image"] if reference_cpu else None
     if verbose:
         print(markdown_table(rows))
     return rows
 
 
 def markdown_table(rows):
+    cores = os.cpu_count()
     lines = [
-        "| loader | img/s | vs official | first batch (s) |",
-        "|---|---|---|---|",
+        f"| loader | img/s | vs official | CPU ms/img | img/s on {cores} free cores "
+        "| vs official (CPU) | first batch (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
+        ratio = f"{row['ratio']:.2f}x" if row.get("ratio") else "-"
+        cpu_ratio = f"{row['cpu_ratio']:.2f}x" if row.get("cpu_ratio") else "-"
+        cpu = row["cpu_ms_per_image"]
         lines.append(
-            f"| {row['loader']} | {row['rate']:.1f} | {ratio} | {row['first_batch_s']:.1f} |"
+            f"| {row['loader']} | {row['rate']:.1f} | {ratio} | {cpu:.1f} | "
+            f"{cores * 1000 / cpu:.0f} | {cpu_ratio} | {row['first_batch_s']:.1f} |"
         )
     return "\n".join(lines)
