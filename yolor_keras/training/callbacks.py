@@ -231,17 +231,20 @@ class ResultsLog(keras.callbacks.Callback):
     """Keeps ``results.csv``: one row per epoch, rewritten atomically.
 
     The columns are fixed by the first row written (the epoch, the training
-    losses, ``val_mAP`` and ``val_mAP50``, empty where an epoch was not
+    losses, then the evaluation scores, empty where an epoch was not
     evaluated), so rows from several `fit` calls and from a resumed run line
     up. A resumed run replaces the rows of the epochs it trains again.
 
     Args:
         path: the CSV file.
+        score_columns: the evaluation scores' columns (`score_columns` of
+            the task's heads); by default the detector's.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, score_columns=("val_mAP", "val_mAP50")):
         super().__init__()
         self.path = path
+        self.score_columns = list(score_columns)
 
     def on_epoch_end(self, epoch, logs=None):
         if not is_chief():
@@ -253,7 +256,7 @@ class ResultsLog(keras.callbacks.Callback):
                 rows = [row for row in csv.reader(handle) if row]
             header, rows = (rows[0], rows[1:]) if rows else (None, [])
         if header is None:
-            header = ["epoch"] + sorted(k for k in logs if not k.startswith("val_")) + ["val_mAP", "val_mAP50"]
+            header = ["epoch"] + sorted(k for k in logs if not k.startswith("val_")) + self.score_columns
         rows = [row for row in rows if row[0].isdigit() and int(row[0]) < epoch]
         values = {"epoch": epoch, **logs}
         rows.append([str(values[key]) if key in values else "" for key in header])
@@ -275,6 +278,19 @@ EVALUATION_LOGS = {
     "label_F1": "val_label_F1",
     "recall@1": "val_recall_at_1",
 }
+
+
+# The scores of each head, as `yolor_keras.evaluation.evaluate` names them.
+HEAD_SCORES = {
+    "detection": ("mAP", "mAP50"),
+    "classification": ("label_mAP", "label_F1"),
+    "embedding": ("recall@1",),
+}
+
+
+def score_columns(head_names):
+    """The epoch-log names of the evaluation scores of a task with these heads."""
+    return [EVALUATION_LOGS[score] for head in head_names for score in HEAD_SCORES[head]]
 
 
 class EvaluationCallback(keras.callbacks.Callback):

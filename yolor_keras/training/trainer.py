@@ -40,6 +40,7 @@ from yolor_keras.training.callbacks import optimizer_counters
 from yolor_keras.training.callbacks import read_pointer
 from yolor_keras.training.callbacks import read_state
 from yolor_keras.training.callbacks import resolve_checkpoint
+from yolor_keras.training.callbacks import score_columns
 from yolor_keras.training.distribute import is_chief
 from yolor_keras.training.distribute import select_strategy
 from yolor_keras.training.distribute import use_synchronized_batchnorm
@@ -516,7 +517,7 @@ def train(
         callbacks.append(evaluation)
     run_state = {"seed": int(seed), "stage": stage, "epochs": settings.epochs}
     callbacks.append(EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state=run_state))
-    callbacks.append(ResultsLog(os.path.join(out_dir, RESULTS_NAME)))
+    callbacks.append(ResultsLog(os.path.join(out_dir, RESULTS_NAME), score_columns(task.head_names)))
     os.makedirs(out_dir, exist_ok=True)
     history = keras.callbacks.History()
     history.set_model(task)
