@@ -153,7 +153,9 @@ def build_dataset(
     optional mixup, HSV gains and flips, all drawn from `recipe`. An epoch
     has as many samples as the dataset has images, and each image appears
     in 4 mosaics per epoch (8 with mixup), as on average in the official
-    loader (there: once first, three times as a random partner). The
+    loader (there: once first, three times as a random partner). Each
+    image is read and decoded once per epoch and shared by its mosaics
+    (`mosaic_groups`), where the official loader decodes it for each. The
     training pipeline is TF-native (parallel `map`s, no Python per sample).
 
     Evaluation batches (training=False) letterbox each image into S x S
