@@ -46,6 +46,17 @@ def _short_name(variable):
     return variable.name.split(":")[0].split("/")[-1]
 
 
+def _current_graph():
+    # Tensors built while tracing belong to the graph being traced; eagerly
+    # there is none and nothing may be reused from one batch to the next.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return tf.compat.v1.get_default_graph()
+    return object()
+
+
 def _schedule_value(schedule, step):
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return schedule(step)
@@ -309,7 +320,36 @@ class YOLORSGD(keras.optimizers.Optimizer):
         for statistic, average in pairs:
             self.assign(average, averaged(average, statistic))
 
+    def _step_values(self):
+        """The per-batch scalars every variable's update uses, built once per batch.
+
+        Each is a small graph (the accumulation ramp alone is a few dozen
+        ops); built per variable they made the traced step hundreds of
+        thousands of ops.
+        """
+        graph = _current_graph()
+        cached = getattr(self, "_step_values_cache", None)
+        if cached is not None and cached[0] is graph:
+            return cached[1]
+        batches = self._iterations
+        updates = self.iterations
+        values = {
+            "momentum": _schedule_value(self.momentum, batches),
+            "bias_learning_rate": _schedule_value(self.bias_learning_rate, batches),
+            "first_update": ops.equal(updates, 0),
+        }
+        if self.ema_decay is not None:
+            count = ops.cast(updates + 1, "float32")
+            values["ema_decay"] = self.ema_decay * (1.0 - ops.exp(-count / self.ema_ramp))
+        if self.official_accumulation:
+            values["is_update"] = ops.equal(batches % self.accumulation_at(batches), 0)
+            if self.steps_per_epoch:
+                values["keep"] = ops.not_equal(batches % self.steps_per_epoch, 0)
+        self._step_values_cache = (graph, values)
+        return values
+
     def _backend_apply_gradients(self, grads, trainable_variables):
+        self._step_values_cache = None
         if not self.official_accumulation:
             super()._backend_apply_gradients(grads, trainable_variables)
             if self.gradient_accumulation_steps:
@@ -336,41 +376,41 @@ class YOLORSGD(keras.optimizers.Optimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
+        values = self._step_values()
         if not self.official_accumulation:
-            self._sgd_step(gradient, variable, learning_rate)
+            self._sgd_step(gradient, variable, learning_rate, values)
             return
         accumulator = self._accumulated_gradients[self._get_variable_index(variable)]
-        batch = self._iterations
-        if self.steps_per_epoch:
+        if "keep" in values:
             # The official loop zeroes the gradients before each epoch: what
             # an epoch gathered without reaching a step is dropped.
-            keep = ops.not_equal(batch % self.steps_per_epoch, 0)
+            gathered = ops.where(values["keep"], accumulator, ops.zeros_like(accumulator))
         else:
-            keep = ops.convert_to_tensor(True)
-        gathered = ops.where(keep, accumulator, ops.zeros_like(accumulator))
+            gathered = accumulator
         gathered = gathered + ops.cast(gradient, accumulator.dtype)
 
         def step():
             # The loss is scaled for `A` batches per step (the nominal
             # batch); the official step applies the plain sum of the batches
             # gathered, so the sum is divided by `A`, whatever their number.
-            self._sgd_step(gathered / float(self.gradient_accumulation_steps), variable, learning_rate)
+            self._sgd_step(
+                gathered / float(self.gradient_accumulation_steps), variable, learning_rate, values
+            )
             self.assign(accumulator, ops.zeros_like(accumulator))
 
         def gather():
             self.assign(accumulator, gathered)
 
-        ops.cond(self._is_official_update_step(), step, gather)
+        ops.cond(values["is_update"], step, gather)
 
-    def _sgd_step(self, gradient, variable, learning_rate):
+    def _sgd_step(self, gradient, variable, learning_rate, values):
         dtype = variable.dtype
         # `self.iterations` counts updates (it ignores accumulation batches);
         # the schedules are defined on batches, like the official `ni`.
-        batches = self._iterations
         if _short_name(variable) in BIAS_NAMES:
-            learning_rate = _schedule_value(self.bias_learning_rate, batches)
+            learning_rate = values["bias_learning_rate"]
         learning_rate = ops.cast(learning_rate, dtype)
-        momentum = ops.cast(_schedule_value(self.momentum, batches), dtype)
+        momentum = ops.cast(values["momentum"], dtype)
         gradient = ops.cast(gradient, dtype)
         if self._decays(variable):
             gradient = gradient + ops.cast(self.kernel_weight_decay, dtype) * variable
@@ -380,10 +420,10 @@ class YOLORSGD(keras.optimizers.Optimizer):
         if self.averages:
             average = self.averages[self._get_variable_index(variable)]
             # The EMA starts as a copy of the weights before the first update.
-            self.assign(average, ops.where(ops.equal(self.iterations, 0), variable, average))
+            self.assign(average, ops.where(values["first_update"], variable, average))
         self.assign_sub(variable, learning_rate * step)
         if self.averages:
-            decay = self._ema_decay_now(dtype)
+            decay = ops.cast(values["ema_decay"], dtype)
             self.assign(average, decay * average + (1.0 - decay) * variable)
 
     def ema_values(self, variables):
