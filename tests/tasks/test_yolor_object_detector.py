@@ -108,3 +108,9 @@ def test_more_heads_are_the_same_task(task):
         model.compute_loss(y={"detection": LABELS}, y_pred=outputs)
     with pytest.raises(ValueError, match="more than once"):
         YOLORObjectDetector(task.backbone, heads=[DetectionHead(3), DetectionHead(4)])
+
+
+def test_detect_output_names_list_what_detect_returns(task):
+    assert task.detect_output_names() == ["boxes", "scores", "classes", "num_detections"]
+    assert task.detect_output_names(nms=False) == ["predictions"]
+    assert sorted(task.detect(IMAGES, nms=False)) == ["predictions"]

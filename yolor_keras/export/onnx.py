@@ -3,7 +3,7 @@
 The file's input ``images`` is the letterboxed float32 batch
 ``(batch, S, S, 3)`` in [0, 1] (the task's ``preprocessor``, a
 `YOLORImageConverter`, makes it; JPEG decoding cannot be expressed in ONNX).
-Its outputs are ``task.output_names(nms)``: without NMS (the default) the
+Its outputs are ``task.detect_output_names(nms)``: without NMS (the default) the
 detection head gives ``predictions`` ``(batch, N, 5 + classes)``:
 ``[cx, cy, w, h]`` in input pixels and sigmoid objectness and class scores,
 as `yolor_keras.models.decode_predictions` returns. With ``nms=True`` it

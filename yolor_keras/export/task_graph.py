@@ -124,7 +124,7 @@ def detect_function(task, nms=True, prediction_decoder=None):
     """
     # Through the class: Keras' functional `Model.__init__` sets an
     # `output_names` list on the instance, which hides the task's method.
-    names = tuple(type(task).output_names(task, nms))
+    names = tuple(task.detect_output_names(nms))
 
     def detect(images):
         outputs = task.detect(images, nms=nms, prediction_decoder=prediction_decoder)

@@ -316,7 +316,7 @@ class YOLORObjectDetector(keras.Model):
             results[EMBEDDING_OUTPUT] = ops.cast(outputs["embedding"], "float32")
         return results
 
-    def output_names(self, nms=True):
+    def detect_output_names(self, nms=True):
         """The names of `detect`'s outputs for this task, in a fixed order."""
         names = []
         if "detection" in self.head_names:
