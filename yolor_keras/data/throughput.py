@@ -71,7 +71,9 @@ def write_yolo_sources(folder, count, width=640, height=480, seed=0, quality=90)
                     f"{(y2 - y1) / height:.6f}"
                 )
         with open(os.path.join(label_dir, f"{index:06d}.txt"), "w") as file:
-            file.write("\n".join(lines) + "\n")
+            # An image without objects gets an empty file: the official
+            # loader reads a lone newline as a row with no columns.
+            file.write("".join(line + "\n" for line in lines))
     return image_dir, total / max(count, 1)
 
 
