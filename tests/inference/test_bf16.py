@@ -88,6 +88,27 @@ def test_with_precision_rebuilds_in_bf16_with_the_same_float32_weights(detector,
         with_precision(detector, "fp16")
 
 
+def test_deploy_form_bf16_stores_bf16_weights_with_the_outputs_of_mixed_precision(detector, letterboxed):
+    import keras
+
+    folded = deploy_form(detector)
+    bf16 = with_precision(folded, "bf16")
+    convs = [layer for layer in bf16._flatten_layers() if isinstance(layer, tf.keras.layers.Conv2D)]
+    assert convs and all(layer.kernel.dtype == "bfloat16" for layer in convs)
+    # The same weights rounded once instead of at every call: the outputs of
+    # mixed precision exactly.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = type(folded).from_config(folded.get_config())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    mixed.set_weights(folded.get_weights())
+    for a, b in zip(mixed(letterboxed, training=False), bf16(letterboxed, training=False)):
+        np.testing.assert_array_equal(np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32)))
+    assert with_precision(bf16, "bf16") is bf16
+
+
 @pytest.mark.parametrize("form", ["training", "folded"])
 def test_bf16_raw_outputs_agree_with_fp32(detector, letterboxed, form):
     model = detector if form == "training" else deploy_form(detector)
