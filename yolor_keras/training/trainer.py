@@ -534,6 +534,9 @@ def train(
             dataset = dataset.take(steps)
         epoch_history = task.fit(
             dataset,
+            # The pipeline's length is unknown to tf.data (images may be
+            # skipped); without it, `fit` runs one step past the last batch.
+            steps_per_epoch=steps,
             epochs=epoch + 1,
             initial_epoch=epoch,
             callbacks=callbacks,
