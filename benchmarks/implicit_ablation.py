@@ -32,6 +32,7 @@ The default budget is about 3-5 minutes per setting on 2 CPU cores.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -86,30 +87,44 @@ def batch1_latency(model, image_size):
     return float(np.median(times))
 
 
+def setting_recipe(recipe, heads):
+    """The recipe with only ``heads``, each keeping its settings but taking the given form."""
+    chosen = {}
+    for head, form in heads.items():
+        settings = dataclasses.asdict(recipe.model.heads[head])
+        settings["implicit"] = form
+        chosen[head] = settings
+    return recipe.with_heads(chosen)
+
+
 def run_setting(name, recipe, data_dir, epochs, verbose):
     import keras
 
     from yolor_keras.export import fold
-    from yolor_keras.tasks.multi_task_training import train_multi_task
+    from yolor_keras.training.trainer import train
 
     group, heads = SETTINGS[name]
     keras.utils.clear_session()
-    result = train_multi_task(recipe.with_heads(heads), data_dir, epochs=epochs, verbose=verbose)
-    model = result.model
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(
+            data_dir, run_dir, recipe=setting_recipe(recipe, heads), epochs=epochs, verbose=verbose
+        )
+    train_seconds = time.perf_counter() - start
+    model = result.task
     history = result.history.history
     diverged = any(not np.isfinite(value) for value in history.get("loss", [np.nan]))
     deploy = fold(model)
+    forms = {form or "none" for head in model.heads for form in head.implicit.values()}
     row = {
         "setting": name,
         "group": group,
-        "heads": "+".join(model.heads),
-        "implicit": ", ".join(
-            sorted({form or "none" for use in model.implicit.values() for form in use.values()})
-        ),
+        "heads": "+".join(model.head_names),
+        "implicit": ", ".join(sorted(forms)),
         "params": model.count_params(),
         "deploy_params": deploy.count_params(),
-        "latency_ms": 1000 * batch1_latency(deploy, recipe.model.image_size),
-        "train_s": result.train_seconds,
+        "latency_ms": 1000 * batch1_latency(deploy, recipe.train.image_size),
+        "train_s": train_seconds,
         "final_loss": history["loss"][-1] if history.get("loss") else float("nan"),
         "diverged": diverged,
         **(result.metrics or {}),
@@ -147,8 +162,8 @@ def markdown_table(rows, description):
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO))
-    from yolor_keras.tasks.multi_task_recipe import load_multi_task_recipe
-    from yolor_keras.tasks.multi_task_training import ensure_synthetic_dataset
+    from yolor_keras.data.synthetic import generate_dataset
+    from yolor_keras.training.recipe import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default=str(RECIPE))
@@ -165,19 +180,19 @@ def main(argv=None):
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     args = parser.parse_args(argv)
 
-    recipe = load_multi_task_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)
     epochs = args.epochs or recipe.train.epochs
-    ensure_synthetic_dataset(args.data, recipe.data)
-    data = recipe.data
+    if not os.path.isdir(args.data):
+        generate_dataset(args.data, num_train=400, num_val=100, image_size=recipe.train.image_size)
     model = recipe.model
+    weights = {head: settings.loss_weight for head, settings in model.heads.items()}
     description = (
-        f"Implicit-knowledge ablation on the synthetic shapes data ({data.num_train} train / "
-        f"{data.num_val} val images, seed {data.seed}): {model.preset} at width "
-        f"{model.width_multiplier} and depth {model.depth_multiplier}, {model.image_size} px, "
-        f"{epochs} epochs of batch {recipe.train.batch_size} (YOLORSGD, lr0 "
-        f"{recipe.optimizer.lr0}), seed {recipe.train.seed}; loss weights "
-        f"{recipe.loss.weights}. Scores with the EMA weights on the val split; latency "
-        "of the folded network on this machine's CPU."
+        f"Implicit-knowledge ablation on the synthetic shapes data ({args.data}): "
+        f"{recipe.train.model} at width {model.width_multiplier} and depth "
+        f"{model.depth_multiplier}, {recipe.train.image_size} px, {epochs} epochs of batch "
+        f"{recipe.train.batch_size} (YOLORSGD, lr0 {recipe.optimizer.lr0}); loss weights "
+        f"{weights}. Scores with the EMA weights on the val split; latency of the folded "
+        "network on this machine's CPU."
     )
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

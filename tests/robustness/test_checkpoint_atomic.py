@@ -34,16 +34,18 @@ HYP = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1
 @pytest.fixture(scope="module")
 def task():
     from yolor_keras.tasks import YOLORObjectDetector
-    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training.optimizer import build_optimizer
     from yolor_keras.training.recipe import Recipe
+    from yolor_keras.training.recipe import loss_settings
 
     keras.utils.set_random_seed(1)
-    detector = YOLORObjectDetector.from_preset(
+    task = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
     )
-    task = YOLORObjectDetector.from_recipe(detector, Recipe(), loss_scale=4, class_names=["a", "b"])
-    task.compile(optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4))
+    task.compile(
+        optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        **{**loss_settings(Recipe()), "loss_scale": 4.0},
+    )
     task.optimizer.build(task.trainable_variables)
     return task
 
@@ -161,6 +163,8 @@ def test_a_checkpoint_that_fails_its_check_is_never_put_in_place(task, tmp_path,
 
 KILLED_WRITER = """
 import json, os, signal, sys
+
+from yolor_keras.training.callbacks import save_checkpoint
 
 class Task:
     def save(self, path):
