@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS := dev,convert,export,eval,serve,datasets
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow demo bench install clean
+.PHONY: test test-slow demo bench install clean lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,20 @@ $(STAMP): $(BIN)/python setup.py constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+LINTED := yolor_keras tests benchmarks
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=20 tests
 	$(BIN)/python -m pytest -q --nbmake recipes/notebooks
+
+# Formatting and lint (ruff.toml); `make format` fixes what can be fixed.
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=15 tests

@@ -42,6 +42,8 @@ EXTRAS["dev"] = [
     "pytest-xdist>=3.5,<4",
     "nbmake>=1.5,<1.6",
     "jax>=0.10",
+    # `make test` checks formatting and lint first (ruff.toml).
+    "ruff>=0.17,<0.18",
 ]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

@@ -37,7 +37,9 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=20, help="timed batches (20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (3)")
     parser.add_argument(
-        "--cache", nargs="+", default=[str(c) for c in DEFAULT_CACHES],
+        "--cache",
+        nargs="+",
+        default=[str(c) for c in DEFAULT_CACHES],
         help="our cache choices to time: False memory disk",
     )
     parser.add_argument("--official", help="folder holding the official utils/ package")

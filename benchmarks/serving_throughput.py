@@ -48,7 +48,9 @@ def main(argv=None):
         parser.error("--requests and --concurrency must be positive, --batch-sizes >= 0.")
     settings = P6_640_SETTINGS if args.p6_640 else DEMO_SETTINGS
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"yolor serve, {settings}, {os.cpu_count()} CPUs, load average at start {load}", flush=True)
+    print(
+        f"yolor serve, {settings}, {os.cpu_count()} CPUs, load average at start {load}", flush=True
+    )
     rows = serving_rows(
         settings=settings,
         concurrencies=args.concurrency,

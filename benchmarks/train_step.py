@@ -123,7 +123,11 @@ def run_keras(args):
     import numpy as np
     import tensorflow as tf
 
-    result = {"kind": "keras", "jit_compile": jit, "threads": tf.config.threading.get_intra_op_parallelism_threads()}
+    result = {
+        "kind": "keras",
+        "jit_compile": jit,
+        "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
     result["import_s"] = time.perf_counter() - started
     keras.utils.set_random_seed(0)
 
@@ -193,9 +197,7 @@ def run_keras(args):
         note(f"step {step}: {durations[-1]:.2f} s ({cpu_times[-1]:.2f} s CPU)")
         if step == 0:
             result["rss_after_first_step_gb"] = peak_rss_gb()
-            result["first_trace_s"] = (
-                traces[0] - tick if traces else None
-            )
+            result["first_trace_s"] = traces[0] - tick if traces else None
     result["first_step_s"] = durations[0]
     result["steps_s"] = durations[1:]
     result["step_median_s"] = statistics.median(durations[1:]) if durations[1:] else None
@@ -225,8 +227,16 @@ def run_official(args):
     torch.manual_seed(0)
     cfg = os.path.join(args.reference, OFFICIAL_CFG[args.preset])
     model = Darknet(cfg).train()
-    hyp = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0,
-           "fl_gamma": 0.0, "iou_t": 0.2}
+    hyp = {
+        "box": 0.05,
+        "cls": 0.5,
+        "cls_pw": 1.0,
+        "obj": 1.0,
+        "obj_pw": 1.0,
+        "anchor_t": 4.0,
+        "fl_gamma": 0.0,
+        "iou_t": 0.2,
+    }
     hyp["cls"] *= args.num_classes / 80.0
     model.nc, model.hyp, model.gr = args.num_classes, hyp, 1.0
     # The official three parameter groups (decay on conv kernels only).
@@ -284,7 +294,7 @@ def child(args, mode, extra_env=None):
     process = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in process.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     tail = (process.stderr or process.stdout)[-3000:]
     raise RuntimeError(f"configuration {mode!r} failed (exit {process.returncode}):\n{tail}")
 
@@ -295,17 +305,27 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-classes", type=int, default=80)
-    parser.add_argument("--width", type=float, default=None, help="width multiplier (smaller models)")
+    parser.add_argument(
+        "--width", type=float, default=None, help="width multiplier (smaller models)"
+    )
     parser.add_argument("--depth", type=float, default=None, help="depth multiplier")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after the first")
-    parser.add_argument("--max-boxes", type=int, default=300, help="label padding (the pipeline's 300)")
+    parser.add_argument(
+        "--max-boxes", type=int, default=300, help="label padding (the pipeline's 300)"
+    )
     parser.add_argument("--boxes", type=int, default=20, help="real boxes per image")
     parser.add_argument("--recipe", default="scratch_1280.yaml")
-    parser.add_argument("--jit", default="off,on", help="comma list of jit_compile settings: off, on")
+    parser.add_argument(
+        "--jit", default="off,on", help="comma list of jit_compile settings: off, on"
+    )
     parser.add_argument("--grappler", default=None, help="tf.config.optimizer options, k=v,...")
-    parser.add_argument("--profile", action="store_true", help="time Python tracing apart and count nodes")
+    parser.add_argument(
+        "--profile", action="store_true", help="time Python tracing apart and count nodes"
+    )
     parser.add_argument("--official", default=None, help="a checkout of WongKinYiu/yolor (main)")
-    parser.add_argument("--reference", default="/work/shared/reference", help="folder of the official cfgs")
+    parser.add_argument(
+        "--reference", default="/work/shared/reference", help="folder of the official cfgs"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the official step")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -313,7 +333,7 @@ def parse_args(argv=None):
     # What a child needs to rebuild the same configuration.
     raw = list(sys.argv[1:] if argv is None else argv)
     passthrough, skip = [], False
-    for index, item in enumerate(raw):
+    for _index, item in enumerate(raw):
         if skip:
             skip = False
             continue
@@ -343,19 +363,26 @@ def main(argv=None):
         results.append(child(args, "official"))
         print(json.dumps(results[-1]), flush=True)
     print()
-    print(f"{args.preset} @{args.image_size}, batch {args.batch_size}, {args.steps} timed steps, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.preset} @{args.image_size}, batch {args.batch_size}, {args.steps} timed steps, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("| configuration | first step | step median | peak RSS |")
     print("|---|---|---|---|")
     official = next((r for r in results if r["kind"] == "official"), None)
     for r in results:
-        name = "official PyTorch" if r["kind"] == "official" else (
-            "Keras, XLA" if r["jit_compile"] else "Keras")
+        name = (
+            "official PyTorch"
+            if r["kind"] == "official"
+            else ("Keras, XLA" if r["jit_compile"] else "Keras")
+        )
         ratio = ""
         if official and r is not official and official["step_median_s"]:
             ratio = f" ({r['step_median_s'] / official['step_median_s']:.2f}x official)"
-        print(f"| {name} | {r['first_step_s']:.1f} s | {r['step_median_s']:.2f} s{ratio} | "
-              f"{r['peak_rss_gb']:.2f} GB |")
+        print(
+            f"| {name} | {r['first_step_s']:.1f} s | {r['step_median_s']:.2f} s{ratio} | "
+            f"{r['peak_rss_gb']:.2f} GB |"
+        )
     if args.json:
         from yolor_keras.atomic import write_file_atomically
 

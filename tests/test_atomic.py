@@ -101,7 +101,9 @@ def test_failing_check_runs_on_the_complete_copy_and_keeps_the_old_file(tmp_path
         raise RuntimeError("outputs NaN")
 
     with pytest.raises(RuntimeError, match="outputs NaN"):
-        write_file_atomically(target, lambda temporary: open(temporary, "wb").write(NEW), check=check)
+        write_file_atomically(
+            target, lambda temporary: open(temporary, "wb").write(NEW), check=check
+        )
     assert checked == [NEW]
     assert target.read_bytes() == OLD
     assert os.listdir(tmp_path) == ["model.tflite"]
@@ -215,7 +217,10 @@ def test_folder_does_not_exist_until_it_is_complete(tmp_path):
     assert not existed
     # TF Serving takes numeric folder names as versions; the temporary is not one.
     assert name.startswith(".") and not name.isdigit()
-    assert tree(target) == {"saved_model.pb": NEW, os.path.join("variables", "variables.index"): OLD}
+    assert tree(target) == {
+        "saved_model.pb": NEW,
+        os.path.join("variables", "variables.index"): OLD,
+    }
     assert os.listdir(tmp_path / "tiny") == ["1"]
 
 

@@ -43,7 +43,10 @@ def test_verbose_mode_keeps_native_lines():
 @pytest.mark.parametrize("argv", [["--help"], ["convert", "--help"], ["export", "--help"]])
 def test_cli_help_prints_no_native_lines(argv):
     result = subprocess.run(
-        [sys.executable, "-m", "yolor_keras.cli", *argv], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "yolor_keras.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "usage: yolor" in result.stdout
@@ -56,7 +59,11 @@ def test_line_filter_drops_informational_lines_and_keeps_real_errors():
 
     stamp = b"00:00:1796129076.127260   18254"
     info = b"I0000 " + stamp + b" port.cc:153] oneDNN custom operations are on.\n"
-    fallback = b"E0000 " + stamp + b" util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512.\n"
+    fallback = (
+        b"E0000 "
+        + stamp
+        + b" util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512.\n"
+    )
     failure = b"E0000 " + stamp + b" saver.cc:12] Could not open variables/variables.index\n"
     assert _NATIVE_LINE.match(info)
     assert _HARMLESS_ERROR.match(fallback)

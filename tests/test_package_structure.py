@@ -25,7 +25,11 @@ def _part(module):
 def _imports(tree):
     """(imported module, imported names) of every ``yolor_keras`` import, at any depth."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("yolor_keras"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("yolor_keras")
+        ):
             yield node.module, [alias.name for alias in node.names]
         elif isinstance(node, ast.Import):
             for alias in node.names:

@@ -47,7 +47,11 @@ def model_root(tmp_path_factory):
 
 def test_serving_rows_measure_every_setting_and_concurrency(model_root, capsys):
     rows = serving_rows(
-        root=model_root, concurrencies=(1, 3), batch_sizes=(None, 4), requests_per_row=REQUESTS, warmup=1
+        root=model_root,
+        concurrencies=(1, 3),
+        batch_sizes=(None, 4),
+        requests_per_row=REQUESTS,
+        warmup=1,
     )
     assert [(row["batching"], row["concurrency"]) for row in rows] == [
         ("off", 1), ("off", 3), ("max 4", 1), ("max 4", 3),

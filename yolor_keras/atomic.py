@@ -68,7 +68,13 @@ def _exchange(first, second):
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     renameat2.restype = ctypes.c_int
     status = renameat2(
         _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
@@ -102,7 +108,9 @@ def write_file_atomically(path, write, check=None):
     stem, extension = os.path.splitext(name)
     if name.endswith(".tar.gz"):
         extension = ".tar.gz"
-    handle, temporary = tempfile.mkstemp(prefix=f".{stem}.partial-", suffix=extension, dir=directory)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{stem}.partial-", suffix=extension, dir=directory
+    )
     os.close(handle)
     try:
         write(temporary)

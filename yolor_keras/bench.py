@@ -143,7 +143,9 @@ def _path_runner(kind, precision, detector, folded_by_precision, image_size, wor
     if kind == "saved_model":
         from yolor_keras.export.saved_model import export_saved_model
 
-        export_dir = os.path.join(work_dir, f"{detector.name}_{precision}", "1")  # work_dir is per run
+        export_dir = os.path.join(
+            work_dir, f"{detector.name}_{precision}", "1"
+        )  # work_dir is per run
         export_saved_model(
             folded_by_precision[precision], export_dir, image_size=image_size, precision=precision
         )
@@ -155,7 +157,9 @@ def _path_runner(kind, precision, detector, folded_by_precision, image_size, wor
     raise ValueError(f"Unknown benchmark path kind {kind!r}.")
 
 
-def benchmark_paths(detector, image_size, peaks, repeats=10, paths=PATHS, work_dir=None, gflops=None):
+def benchmark_paths(
+    detector, image_size, peaks, repeats=10, paths=PATHS, work_dir=None, gflops=None
+):
     """Times each inference path of one detector (see the module docstring).
 
     Args:
@@ -187,11 +191,22 @@ def benchmark_paths(detector, image_size, peaks, repeats=10, paths=PATHS, work_d
     rows = []
     with tempfile.TemporaryDirectory(prefix="yolor_bench_") as temporary:
         for label, precision, kind in paths:
-            row = {"path": label, "precision": precision, "seconds": None,
-                   "gflops_per_s": None, "share_of_peak": None, "error": None}
+            row = {
+                "path": label,
+                "precision": precision,
+                "seconds": None,
+                "gflops_per_s": None,
+                "share_of_peak": None,
+                "error": None,
+            }
             try:
                 call = _path_runner(
-                    kind, precision, detector, folded_by_precision, image_size, work_dir or temporary
+                    kind,
+                    precision,
+                    detector,
+                    folded_by_precision,
+                    image_size,
+                    work_dir or temporary,
                 )
                 seconds = median_seconds(call, repeats=repeats)
             except Exception as error:  # a path that fails (e.g. XLA) is reported, not fatal
@@ -256,7 +271,9 @@ def benchmark_models(names=DEFAULT_MODELS, image_size=640, repeats=10):
     from yolor_keras.tasks import YOLORObjectDetector
 
     rows = []
-    images = tf.constant(np.random.default_rng(0).random((1, image_size, image_size, 3), np.float32))
+    images = tf.constant(
+        np.random.default_rng(0).random((1, image_size, image_size, 3), np.float32)
+    )
     for name in names:
         detector = YOLORObjectDetector.from_preset(name, image_size=image_size)
         folded = fold(detector)
@@ -266,7 +283,11 @@ def benchmark_models(names=DEFAULT_MODELS, image_size=640, repeats=10):
             "params": official_parameter_count(detector),
             "gflops": gflops,
         }
-        variants = (("unfolded", detector, False), ("folded", folded, False), ("folded_xla", folded, True))
+        variants = (
+            ("unfolded", detector, False),
+            ("folded", folded, False),
+            ("folded_xla", folded, True),
+        )
         for label, model, xla in variants:
             call = tf.function(lambda x, m=model: m(x, training=False), jit_compile=xla)
             seconds = median_latency(call, images, repeats=repeats)
@@ -286,10 +307,14 @@ def print_rows(rows, header=True):
         print(f"{'model':<12} {'params':>12} {'GFLOPs':>7}{columns}  ratios to unfolded")
     for row in rows:
         cells = "".join(
-            f" {row[key + '_s'] * 1000:>14.0f} {row[key + '_gflops_per_s']:>8.0f}" for key, _ in VARIANTS
+            f" {row[key + '_s'] * 1000:>14.0f} {row[key + '_gflops_per_s']:>8.0f}"
+            for key, _ in VARIANTS
         )
         ratios = " ".join(f"{row[key + '_s'] / row['unfolded_s']:.2f}" for key, _ in VARIANTS[1:])
-        print(f"{row['model']:<12} {row['params']:>12,} {row['gflops']:>7.1f}{cells}  {ratios}", flush=True)
+        print(
+            f"{row['model']:<12} {row['params']:>12,} {row['gflops']:>7.1f}{cells}  {ratios}",
+            flush=True,
+        )
 
 
 def cpu_description():
@@ -306,7 +331,11 @@ def cpu_description():
     except OSError:
         return platform.processor() or platform.machine()
     model = next(
-        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in text.splitlines()
+            if line.startswith("model name")
+        ),
         platform.machine(),
     )
     flags_line = next((line for line in text.splitlines() if line.startswith("flags")), "")
@@ -348,12 +377,17 @@ def main(argv=None):
     if args.repeats < 1 or args.image_size < 1 or args.matmul_size < 1:
         parser.error("--repeats, --image-size and --matmul-size must be positive.")
 
-    print(f"Machine: {cpu_description()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; {_load()}")
+    print(
+        f"Machine: {cpu_description()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; {_load()}"
+    )
     import tensorflow as tf
 
-    print(f"TensorFlow {tf.__version__}, batch 1, {args.image_size}x{args.image_size}, "
-          f"median of {args.repeats}", flush=True)
+    print(
+        f"TensorFlow {tf.__version__}, batch 1, {args.image_size}x{args.image_size}, "
+        f"median of {args.repeats}",
+        flush=True,
+    )
     if args.what == "models":
         benchmark_models(args.models, args.image_size, args.repeats)
     else:

@@ -23,7 +23,8 @@ SUBCOMMANDS = {
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="yolor", description="YOLOR in Keras 3: convert, train, evaluate, detect, export, serve."
+        prog="yolor",
+        description="YOLOR in Keras 3: convert, train, evaluate, detect, export, serve.",
     )
     parser.add_argument(
         "--verbose",

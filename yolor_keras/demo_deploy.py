@@ -67,12 +67,17 @@ def deploy_stage(model_path, data_dir, out_dir):
     held_out = sorted(os.path.join(val_dir, f) for f in os.listdir(val_dir))[:6]
     export_root = os.path.join(out_dir, "saved_models")
     saved_model_dir = serving_directory(export_root, "yolor_demo", 1)
-    export_saved_model(detector, saved_model_dir, image_size=DEMO_IMAGE_SIZE, class_names=names, overwrite=True)
+    export_saved_model(
+        detector, saved_model_dir, image_size=DEMO_IMAGE_SIZE, class_names=names, overwrite=True
+    )
     print(f"SavedModel (TF Serving layout): {saved_model_dir}")
     for quantize in ("none", "fp16", "int8"):
         path = os.path.join(out_dir, f"yolor_demo_{quantize}.tflite")
         export_tflite(
-            detector, path, image_size=DEMO_IMAGE_SIZE, quantize=quantize,
+            detector,
+            path,
+            image_size=DEMO_IMAGE_SIZE,
+            quantize=quantize,
             representative_images=val_dir if quantize == "int8" else None,
         )
         print(f"TFLite {quantize:>4}: {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
@@ -82,7 +87,17 @@ def deploy_stage(model_path, data_dir, out_dir):
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "yolor_keras.cli", "serve", export_root, "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "yolor_keras.cli",
+            "serve",
+            export_root,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -90,7 +105,9 @@ def deploy_stage(model_path, data_dir, out_dir):
         url = f"http://127.0.0.1:{port}"
         _wait_for_server(f"{url}/v1/models/yolor_demo", server)
         [served] = Client(url, "yolor_demo", class_names=names).predict([held_out[0]])
-        print(f"Served by `yolor serve` on {url}: {len(served['boxes'])} detections for {os.path.basename(held_out[0])}.")
+        print(
+            f"Served by `yolor serve` on {url}: {len(served['boxes'])} detections for {os.path.basename(held_out[0])}."
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -109,8 +126,12 @@ def deploy_stage(model_path, data_dir, out_dir):
     with open(os.path.join(out_dir, "detections.json"), "w", encoding="utf-8") as handle:
         json.dump(
             [
-                {"image": os.path.basename(p), "boxes": r["boxes"].tolist(), "scores": r["scores"].tolist(),
-                 "class_names": r["class_names"]}
+                {
+                    "image": os.path.basename(p),
+                    "boxes": r["boxes"].tolist(),
+                    "scores": r["scores"].tolist(),
+                    "class_names": r["class_names"],
+                }
                 for p, r in zip(held_out, results)
             ],
             handle,

@@ -14,27 +14,19 @@ from yolor_keras.data import augment
 from yolor_keras.data import image_decoding
 
 S = 256
-COLORS = np.array(
-    [[250, 30, 30], [30, 250, 30], [30, 30, 250], [250, 250, 30]], np.float32
-)
+COLORS = np.array([[250, 30, 30], [30, 250, 30], [30, 30, 250], [250, 250, 30]], np.float32)
 BACKGROUND = 90
 NO_COLOUR = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
 
 
-def make_group(
-    encode, plain_image, shapes, resize, with_boxes=True, image_format="PNG"
-):
+def make_group(encode, plain_image, shapes, resize, with_boxes=True, image_format="PNG"):
     """Decodes images with one coloured rectangle each into a padded group."""
     decoded = []
     for index, (height, width) in enumerate(shapes):
         color = COLORS[index % 4].astype(np.uint8)
         x1, y1, x2, y2 = width // 4, height // 5, width * 3 // 4, height * 4 // 5
-        array = plain_image(
-            height, width, (BACKGROUND,) * 3, [(x1, y1, x2, y2, tuple(color))]
-        )
-        boxes = np.array(
-            [[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32
-        )
+        array = plain_image(height, width, (BACKGROUND,) * 3, [(x1, y1, x2, y2, tuple(color))])
+        boxes = np.array([[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32)
         classes = np.array([index % 4], np.int32)
         if not with_boxes:
             boxes, classes = boxes[:0], classes[:0]
@@ -51,9 +43,7 @@ def make_group(
 
     def pad(d):
         image = d["image"]
-        image = tf.pad(
-            image, [[0, height - image.shape[0]], [0, width - image.shape[1]], [0, 0]]
-        )
+        image = tf.pad(image, [[0, height - image.shape[0]], [0, width - image.shape[1]], [0, 0]])
         missing = count - int(d["classes"].shape[0])
         return {
             "image": image,
@@ -153,9 +143,7 @@ def test_letterbox_without_mosaic_boxes_follow_pixels(encode, plain_image):
     compared = check_boxes_follow_pixels(group, recipe, range(6))
     assert compared >= 5
     # Only the first image is used: every box is class 0.
-    _, labels = augment.augment_group(
-        group, tf.constant([0, 1], tf.int64), recipe, S, 16
-    )
+    _, labels = augment.augment_group(group, tf.constant([0, 1], tf.int64), recipe, S, 16)
     assert set(labels["classes"].numpy()) <= {0, -1}
 
 
@@ -186,9 +174,7 @@ def test_images_without_boxes_survive_every_step(encode, plain_image):
     for recipe in recipes:
         shapes = SHAPES * (2 if recipe.mixup else 1)
         group = make_group(encode, plain_image, shapes, resize=False, with_boxes=False)
-        image, labels = augment.augment_group(
-            group, tf.constant([5, 5], tf.int64), recipe, S, 8
-        )
+        image, labels = augment.augment_group(group, tf.constant([5, 5], tf.int64), recipe, S, 8)
         assert image.shape == (S, S, 3)
         assert np.isfinite(image.numpy()).all()
         np.testing.assert_array_equal(labels["classes"].numpy(), [-1] * 8)
@@ -207,14 +193,10 @@ def test_mixup_blends_two_mosaics_and_keeps_both_box_sets(encode, plain_image):
     first = {key: value[:4] for key, value in group.items()}
     second = {key: value[4:] for key, value in group.items()}
     image1, boxes1, _, keep1 = augment._compose(first, params["geometry"], recipe, S)
-    image2, boxes2, _, keep2 = augment._compose(
-        second, params["mixup_geometry"], recipe, S
-    )
+    image2, boxes2, _, keep2 = augment._compose(second, params["mixup_geometry"], recipe, S)
     expected = (image1 * ratio + image2 * (1 - ratio)) / 255.0
     np.testing.assert_allclose(image.numpy(), expected.numpy(), atol=1e-5)
-    expected_boxes = np.concatenate(
-        [boxes1.numpy()[keep1.numpy()], boxes2.numpy()[keep2.numpy()]]
-    )
+    expected_boxes = np.concatenate([boxes1.numpy()[keep1.numpy()], boxes2.numpy()[keep2.numpy()]])
     assert len(expected_boxes) > 0 and keep2.numpy().any()
     kept = labels["classes"].numpy() >= 0
     np.testing.assert_allclose(labels["boxes"].numpy()[kept], expected_boxes)

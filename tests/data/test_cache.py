@@ -62,7 +62,9 @@ def test_memory_cache_beyond_available_memory_is_refused(dataset_dir, monkeypatc
     needed = pipeline.cache_bytes(load_source(dataset_dir, "train", verbose=False), S)
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: needed - 1)
     with pytest.raises(MemoryError) as error:
-        build_dataset(dataset_dir, "train", image_size=S, batch_size=4, cache="memory", verbose=False)
+        build_dataset(
+            dataset_dir, "train", image_size=S, batch_size=4, cache="memory", verbose=False
+        )
     message = str(error.value)
     assert "instances_train.json" in message and f"{needed:,} bytes" in message
     assert f"{needed - 1:,} bytes" in message and "disk:FOLDER" in message
@@ -81,9 +83,7 @@ def test_available_memory_is_read_from_the_system():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_disk_cache_gives_the_memory_cache_batches_and_is_reused(
-    dataset_dir, tmp_path, training
-):
+def test_disk_cache_gives_the_memory_cache_batches_and_is_reused(dataset_dir, tmp_path, training):
     split = "train" if training else "val"
     source = load_source(dataset_dir, split, verbose=False)
     options = dict(image_size=S, batch_size=4, training=training, seed=5, verbose=False)

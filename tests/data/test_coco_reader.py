@@ -88,9 +88,7 @@ def test_non_rgb_images_decode_to_rgb(write_coco, encode, mode, image_format):
     path, image_dir = write_coco({f"x.{image_format.lower()}": data}, [], CATEGORIES)
     records = read_coco_json(path, image_dir, verbose=False)
     sample = records.samples[0]
-    expected_repair = (
-        reasons.REENCODED if image_format == "TIFF" else reasons.CONVERTED_TO_RGB
-    )
+    expected_repair = reasons.REENCODED if image_format == "TIFF" else reasons.CONVERTED_TO_RGB
     assert records.report.repaired[expected_repair] == 1
 
     is_path = not isinstance(sample.image, bytes)
@@ -171,9 +169,6 @@ def test_coco_export_round_trips_the_ground_truth(write_coco, encode, plain_imag
         CATEGORIES,
     )
     exported = read_coco_json(path, image_dir, verbose=False).to_coco_dict()
-    boxes = {
-        (a["image_id"], a["category_id"], tuple(a["bbox"]))
-        for a in exported["annotations"]
-    }
+    boxes = {(a["image_id"], a["category_id"], tuple(a["bbox"])) for a in exported["annotations"]}
     assert boxes == {(2, 12, (10.0, 5.0, 20.0, 10.0)), (1, 7, (1.0, 2.0, 3.0, 4.0))}
     assert {c["id"] for c in exported["categories"]} == {3, 7, 12}

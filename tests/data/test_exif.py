@@ -9,8 +9,8 @@ import tensorflow as tf
 from PIL import Image
 from PIL import ImageOps
 
-from yolor_keras.data import image_decoding
 from yolor_keras.data import exif
+from yolor_keras.data import image_decoding
 from yolor_keras.data.image_check import probe_image
 
 HEIGHT, WIDTH = 48, 80  # stored (landscape) size
@@ -56,8 +56,14 @@ def pillow_displayed(data):
 def _eight_transforms(array):
     transposed = array.transpose(1, 0, 2)
     return [
-        array, array[:, ::-1], array[::-1, ::-1], array[::-1],
-        transposed, transposed[:, ::-1], transposed[::-1, ::-1], transposed[::-1],
+        array,
+        array[:, ::-1],
+        array[::-1, ::-1],
+        array[::-1],
+        transposed,
+        transposed[:, ::-1],
+        transposed[::-1, ::-1],
+        transposed[::-1],
     ]
 
 

@@ -26,13 +26,25 @@ def five_images(write_coco, plain_image, encode):
         images[f"{image_id}.jpg"] = encode(plain_image(24, 32, value=(40 * image_id,) * 3))
         for index in range(image_id - 1):
             annotations.append(
-                {"id": 100 * image_id + index, "image_id": image_id, "category_id": 3,
-                 "bbox": [index, 1, 4, 4], "area": 16, "iscrowd": 0}
+                {
+                    "id": 100 * image_id + index,
+                    "image_id": image_id,
+                    "category_id": 3,
+                    "bbox": [index, 1, 4, 4],
+                    "area": 16,
+                    "iscrowd": 0,
+                }
             )
         if image_id % 2 == 0:
             annotations.append(
-                {"id": 100 * image_id + 50, "image_id": image_id, "category_id": 7,
-                 "bbox": [10, 10, 8, 8], "area": 64, "iscrowd": 0}
+                {
+                    "id": 100 * image_id + 50,
+                    "image_id": image_id,
+                    "category_id": 7,
+                    "bbox": [10, 10, 8, 8],
+                    "area": 64,
+                    "iscrowd": 0,
+                }
             )
     images["3.jpg"] = corrupt_jpeg(images["3.jpg"])
     return write_coco(images, annotations, CATEGORIES)

@@ -205,7 +205,7 @@ def test_random_layouts_match_a_tile_by_tile_reference():
     images = np.zeros((9, s, s, 3), np.uint8)
     for i in range(9):
         images[i] = COLORS[i]
-    recipe = AugmentationRecipe(mosaic_tiles=9)
+    AugmentationRecipe(mosaic_tiles=9)
 
     @tf.function(autograph=False)
     def render(sizes, crop):
@@ -218,9 +218,7 @@ def test_random_layouts_match_a_tile_by_tile_reference():
         }
         geometry = dict(fixed_geometry([0, 0]), crop=crop)
         layout = augment._layout(group, geometry, True, s, tiles=9)
-        canvas = augment._compose_canvas9(
-            group["image"], sizes, layout["offsets"], layout["cells"]
-        )
+        canvas = augment._compose_canvas9(group["image"], sizes, layout["offsets"], layout["cells"])
         fast = augment._render_axis_aligned(group, layout, geometry, s)
         return canvas, fast, layout["offsets"]
 
@@ -228,9 +226,7 @@ def test_random_layouts_match_a_tile_by_tile_reference():
         sizes = rng.integers(1, s + 1, size=(9, 2))
         sizes[np.arange(9), rng.integers(0, 2, size=9)] = s  # long side S
         crop = rng.integers(0, s, size=2)
-        canvas, fast, offsets = render(
-            tf.constant(sizes, tf.int32), tf.constant(crop, tf.int32)
-        )
+        canvas, fast, offsets = render(tf.constant(sizes, tf.int32), tf.constant(crop, tf.int32))
         corners = [(x + crop[0], y + crop[1]) for x, y in offsets.numpy()]
         expected = reference_window([tuple(v) for v in sizes], corners, tuple(crop), s)
         np.testing.assert_array_equal(canvas.numpy(), expected)
@@ -256,19 +252,14 @@ def test_boxes_are_shifted_with_their_tile_and_clipped_to_the_window():
     boxes = boxes.numpy()[keep.numpy()]
     assert (boxes >= 0).all() and (boxes <= s).all()
     # Scale 0.5 about the window centre: output = canvas / 2.
-    np.testing.assert_allclose(
-        boxes, np.array(HAND_CLIPPED_TILES, np.float32)[kept] / 2, atol=1e-4
-    )
+    np.testing.assert_allclose(boxes, np.array(HAND_CLIPPED_TILES, np.float32)[kept] / 2, atol=1e-4)
 
 
 def test_the_window_corner_is_drawn_in_the_official_range():
     recipe = AugmentationRecipe(mosaic_tiles=9)
     sample = tf.function(lambda seed: augment.sample_geometry(seed, recipe, 640))
     crops = np.array(
-        [
-            sample(tf.constant([seed, 1], tf.int64))["crop"].numpy()
-            for seed in range(200)
-        ]
+        [sample(tf.constant([seed, 1], tf.int64))["crop"].numpy() for seed in range(200)]
     )
     # int(U(0, S)) for x and y, as official.
     assert crops.min() >= 0 and crops.max() < 640
@@ -301,9 +292,7 @@ def make_group(encode, plain_image, shapes, resize, with_boxes=True):
         x1, y1, x2, y2 = width // 8, height // 8, width * 7 // 8, height * 7 // 8
         color = tuple(int(c) for c in COLORS[klass])
         array = plain_image(height, width, (BACKGROUND,) * 3, [(x1, y1, x2, y2, color)])
-        boxes = np.array(
-            [[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32
-        )
+        boxes = np.array([[x1 / width, y1 / height, x2 / width, y2 / height]], np.float32)
         classes = np.array([klass], np.int32)
         if not with_boxes:
             boxes, classes = boxes[:0], classes[:0]
@@ -364,6 +353,7 @@ def check_boxes_follow_pixels(group, recipe, seeds):
         (boxes compared by IoU, boxes checked for containment, most boxes
         in one sample).
     """
+
     @tf.function(autograph=False)
     def run(seed):
         return augment.augment_group(group, seed, recipe, S, max_boxes=32)
@@ -423,11 +413,7 @@ def not_uniform(image):
     padded = np.pad(image, [[1, 1], [1, 1], [0, 0]], mode="edge")
     height, width = image.shape[:2]
     around = np.stack(
-        [
-            padded[dy : dy + height, dx : dx + width]
-            for dy in range(3)
-            for dx in range(3)
-        ]
+        [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
     )
     return (around.max(axis=0) - around.min(axis=0)).max(axis=-1) > 1.0
 
@@ -457,15 +443,11 @@ def test_mosaic9_letterbox_uses_the_first_image_only(encode, plain_image):
     group = make_group(encode, plain_image, SHAPES, resize=False)
     compared, covered, most = check_boxes_follow_pixels(group, recipe, range(3))
     assert compared >= 2 and covered == 3 and most == 1
-    _, labels = augment.augment_group(
-        group, tf.constant([0, 1], tf.int64), recipe, S, 16
-    )
+    _, labels = augment.augment_group(group, tf.constant([0, 1], tf.int64), recipe, S, 16)
     assert set(labels["classes"].numpy()) == {0, -1}
 
 
-def test_mosaic9_mixup_blends_two_9_mosaics_and_keeps_both_box_sets(
-    encode, plain_image
-):
+def test_mosaic9_mixup_blends_two_9_mosaics_and_keeps_both_box_sets(encode, plain_image):
     recipe = AugmentationRecipe(**NO_COLOUR, mixup=1.0, fliplr=0.0, mosaic_tiles=9)
     assert augment.group_size(recipe) == 18
     group = make_group(encode, plain_image, SHAPES + SHAPES[::-1], resize=False)
@@ -476,14 +458,10 @@ def test_mosaic9_mixup_blends_two_9_mosaics_and_keeps_both_box_sets(
     first = {key: value[:9] for key, value in group.items()}
     second = {key: value[9:] for key, value in group.items()}
     image1, boxes1, _, keep1 = augment._compose(first, params["geometry"], recipe, S)
-    image2, boxes2, _, keep2 = augment._compose(
-        second, params["mixup_geometry"], recipe, S
-    )
+    image2, boxes2, _, keep2 = augment._compose(second, params["mixup_geometry"], recipe, S)
     expected = (image1 * ratio + image2 * (1 - ratio)) / 255.0
     np.testing.assert_allclose(image.numpy(), expected.numpy(), atol=1e-5)
-    expected_boxes = np.concatenate(
-        [boxes1.numpy()[keep1.numpy()], boxes2.numpy()[keep2.numpy()]]
-    )
+    expected_boxes = np.concatenate([boxes1.numpy()[keep1.numpy()], boxes2.numpy()[keep2.numpy()]])
     assert keep1.numpy().any() and keep2.numpy().any()
     kept = labels["classes"].numpy() >= 0
     np.testing.assert_allclose(labels["boxes"].numpy()[kept], expected_boxes)
@@ -492,16 +470,12 @@ def test_mosaic9_mixup_blends_two_9_mosaics_and_keeps_both_box_sets(
 def test_mosaic9_images_without_boxes_survive(encode, plain_image):
     recipe = AugmentationRecipe(mosaic_tiles=9, mixup=1.0, degrees=5.0)
     group = make_group(encode, plain_image, SHAPES * 2, resize=True, with_boxes=False)
-    image, labels = augment.augment_group(
-        group, tf.constant([5, 5], tf.int64), recipe, S, 8
-    )
+    image, labels = augment.augment_group(group, tf.constant([5, 5], tf.int64), recipe, S, 8)
     assert np.isfinite(image.numpy()).all()
     np.testing.assert_array_equal(labels["classes"].numpy(), [-1] * 8)
 
 
-def test_mosaic9_same_seed_same_sample_and_different_seed_differs(
-    encode, plain_image
-):
+def test_mosaic9_same_seed_same_sample_and_different_seed_differs(encode, plain_image):
     # Mixup's seeding is shared with the 4-mosaic and checked through
     # build_dataset below; this checks the 9-mosaic's own draws.
     # mosaic=0.5 puts the mosaic-or-letterbox choice in the graph too.
@@ -516,9 +490,7 @@ def test_mosaic9_same_seed_same_sample_and_different_seed_differs(
     image_c, _ = run(tf.constant([5, 2], tf.int64))
     np.testing.assert_array_equal(image_a.numpy(), image_b.numpy())
     np.testing.assert_array_equal(labels_a["boxes"].numpy(), labels_b["boxes"].numpy())
-    np.testing.assert_array_equal(
-        labels_a["classes"].numpy(), labels_b["classes"].numpy()
-    )
+    np.testing.assert_array_equal(labels_a["classes"].numpy(), labels_b["classes"].numpy())
     assert np.abs(image_a.numpy() - image_c.numpy()).mean() > 0.01
 
 

@@ -61,7 +61,9 @@ def test_groups_carry_each_image_with_its_own_boxes_and_sizes():
             assert (image[:side, : side + 1] == index).all()
             assert (image[side:] == 0).all() and (image[:, side + 1 :] == 0).all()
             classes = batch["classes"][row].numpy()
-            assert (classes[: 1 + index % 2] == index).all() and (classes[1 + index % 2 :] == -1).all()
+            assert (classes[: 1 + index % 2] == index).all() and (
+                classes[1 + index % 2 :] == -1
+            ).all()
 
 
 def test_unshuffled_groups_take_consecutive_images():

@@ -24,10 +24,7 @@ def dataset_dir(tmp_path_factory):
 
 
 def _take(dataset, count):
-    return [
-        tf.nest.map_structure(lambda t: t.numpy(), batch)
-        for batch in dataset.take(count)
-    ]
+    return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset.take(count)]
 
 
 def test_training_batches_follow_the_contract(dataset_dir):
@@ -54,17 +51,13 @@ def test_training_batches_follow_the_contract(dataset_dir):
     for images, labels in batches:
         assert images.shape == (4, S, S, 3) and images.dtype == np.float32
         assert 0.0 <= images.min() and images.max() <= 1.0
-        assert (
-            labels["boxes"].shape == (4, 40, 4) and labels["classes"].dtype == np.int32
-        )
+        assert labels["boxes"].shape == (4, 40, 4) and labels["classes"].dtype == np.int32
         classes, boxes = labels["classes"], labels["boxes"]
         assert set(np.unique(classes)) <= set(range(-1, 5))
         assert (boxes[classes < 0] == 0).all()
         real = boxes[classes >= 0]
         assert (real >= 0).all() and (real <= S).all()
-        assert (real[:, 2] - real[:, 0] > 2).all() and (
-            real[:, 3] - real[:, 1] > 2
-        ).all()
+        assert (real[:, 2] - real[:, 0] > 2).all() and (real[:, 3] - real[:, 1] > 2).all()
     assert sum((labels["classes"] >= 0).sum() for _, labels in batches) > 0
 
 
@@ -94,9 +87,7 @@ def test_cache_changes_speed_not_samples(dataset_dir):
     options = dict(image_size=S, batch_size=4, max_boxes=40, seed=1, verbose=False)
     streamed, _ = build_dataset(dataset_dir, "train", cache=False, **options)
     cached, _ = build_dataset(dataset_dir, "train", cache=True, **options)
-    for (images_a, labels_a), (images_b, labels_b) in zip(
-        _take(streamed, 3), _take(cached, 3)
-    ):
+    for (images_a, labels_a), (images_b, labels_b) in zip(_take(streamed, 3), _take(cached, 3)):
         # Same draws; the cache pre-resizes, so pixels differ by resampling only.
         np.testing.assert_allclose(labels_a["boxes"], labels_b["boxes"], atol=1e-4)
         np.testing.assert_array_equal(labels_a["classes"], labels_b["classes"])
@@ -129,9 +120,7 @@ def test_evaluation_letterbox_maps_back_to_the_annotations(dataset_dir):
         for index, image_id in enumerate(labels["image_id"]):
             seen.append(int(image_id))
             kept = labels["classes"][index] >= 0
-            np.testing.assert_allclose(
-                originals[index][kept], truth[int(image_id)], atol=1e-3
-            )
+            np.testing.assert_allclose(originals[index][kept], truth[int(image_id)], atol=1e-3)
             # Pixels: the letterboxed image is the resized original, grey around it.
             original = np.asarray(
                 Image.open(os.path.join(dataset_dir, "val", names[int(image_id)]))
@@ -143,9 +132,7 @@ def test_evaluation_letterbox_maps_back_to_the_annotations(dataset_dir):
             inner_w, inner_h = round(width * scale_x), round(height * scale_y)
             assert max(inner_w, inner_h) == S
             inner = images[index, pad_y : pad_y + inner_h, pad_x : pad_x + inner_w]
-            resized = np.asarray(
-                Image.fromarray(original).resize((inner_w, inner_h), Image.BOX)
-            )
+            resized = np.asarray(Image.fromarray(original).resize((inner_w, inner_h), Image.BOX))
             assert np.abs(inner * 255 - resized).mean() < 6.0
             border = np.ones((S, S), bool)
             border[pad_y : pad_y + inner_h, pad_x : pad_x + inner_w] = False
@@ -153,16 +140,12 @@ def test_evaluation_letterbox_maps_back_to_the_annotations(dataset_dir):
     assert seen == [image["id"] for image in coco["images"]]  # file order, all
 
 
-def test_header_checked_corrupt_image_is_skipped_not_fatal(
-    tmp_path, encode, plain_image
-):
+def test_header_checked_corrupt_image_is_skipped_not_fatal(tmp_path, encode, plain_image):
     images_dir = tmp_path / "images"
     images_dir.mkdir()
     good = encode(np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8))
     sos = good.index(b"\xff\xda")
-    (images_dir / "corrupt.jpg").write_bytes(
-        good[: sos + 20] + b"\xff\xc0" + good[sos + 22 :]
-    )
+    (images_dir / "corrupt.jpg").write_bytes(good[: sos + 20] + b"\xff\xc0" + good[sos + 22 :])
     for index in range(3):
         (images_dir / f"good{index}.jpg").write_bytes(good)
     dataset, info = build_dataset(

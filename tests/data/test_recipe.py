@@ -6,9 +6,7 @@ import pytest
 
 from yolor_keras.data import AugmentationRecipe
 
-REFERENCE = os.path.join(
-    os.path.dirname(__file__), "..", "..", "..", "shared", "reference", "main"
-)
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "reference", "main")
 
 
 def test_defaults_are_hyp_scratch_1280():

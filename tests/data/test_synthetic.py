@@ -15,9 +15,7 @@ from yolor_keras.data import synthetic
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic")
-    paths = synthetic.generate_dataset(
-        folder, num_train=16, num_val=4, image_size=96, seed=3
-    )
+    paths = synthetic.generate_dataset(folder, num_train=16, num_val=4, image_size=96, seed=3)
     return folder, paths
 
 
@@ -33,12 +31,8 @@ def _digest(folder):
 
 def test_same_seed_same_bytes_and_other_seed_differs(generated, tmp_path):
     folder, _ = generated
-    synthetic.generate_dataset(
-        tmp_path / "again", num_train=16, num_val=4, image_size=96, seed=3
-    )
-    synthetic.generate_dataset(
-        tmp_path / "other", num_train=16, num_val=4, image_size=96, seed=4
-    )
+    synthetic.generate_dataset(tmp_path / "again", num_train=16, num_val=4, image_size=96, seed=3)
+    synthetic.generate_dataset(tmp_path / "other", num_train=16, num_val=4, image_size=96, seed=4)
     assert _digest(folder) == _digest(tmp_path / "again")
     assert _digest(folder) != _digest(tmp_path / "other")
 
@@ -47,9 +41,7 @@ def test_valid_coco_read_cleanly_by_pycocotools_and_the_reader(generated):
     pycocotools = pytest.importorskip("pycocotools.coco")
     folder, paths = generated
     coco = pycocotools.COCO(paths["train"])
-    assert len(coco.getImgIds()) == 16 and len(coco.getCatIds()) == len(
-        synthetic.CLASS_NAMES
-    )
+    assert len(coco.getImgIds()) == 16 and len(coco.getCatIds()) == len(synthetic.CLASS_NAMES)
     assert len(coco.getAnnIds()) >= 16  # at least one object per image
     records = read_coco_json(paths["train"], verbose=False)
     assert records.report.clean and len(records) == 16
@@ -91,22 +83,14 @@ def test_identity_and_multilabel_extras(generated):
         data = json.load(file)
     instances = {instance["id"]: instance for instance in data["instances"]}
     assert len(instances) == synthetic.INSTANCES_PER_CLASS * len(synthetic.CLASS_NAMES)
-    looks = {
-        (i["category_id"], tuple(i["color"]), i["pattern"]) for i in instances.values()
-    }
+    looks = {(i["category_id"], tuple(i["color"]), i["pattern"]) for i in instances.values()}
     assert len(looks) == len(instances)  # every instance looks different
     images_of = {}
     for annotation in data["annotations"]:
         instance = instances[annotation["instance_id"]]
         assert annotation["category_id"] == instance["category_id"]
-        images_of.setdefault(annotation["instance_id"], set()).add(
-            annotation["image_id"]
-        )
+        images_of.setdefault(annotation["instance_id"], set()).add(annotation["image_id"])
     assert max(len(images) for images in images_of.values()) >= 2  # instances recur
     for image in data["images"]:
-        present = {
-            a["category_id"]
-            for a in data["annotations"]
-            if a["image_id"] == image["id"]
-        }
+        present = {a["category_id"] for a in data["annotations"] if a["image_id"] == image["id"]}
         assert image["labels"] == sorted(present)

@@ -20,9 +20,7 @@ EXAMPLES = [
 ]
 
 
-def _coco_as_dataset(
-    self, split, decoders=None, read_config=None, shuffle_files=False, **_
-):
+def _coco_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **_):
     """Encodes EXAMPLES with the real feature spec, decodes as tfds would."""
     features = self.info.features
 
@@ -50,9 +48,7 @@ def _coco_as_dataset(
     )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(EXAMPLES)))
-    return dataset.map(
-        lambda example: features.decode_example(example, decoders=decoders)
-    )
+    return dataset.map(lambda example: features.decode_example(example, decoders=decoders))
 
 
 def test_coco_source_converts_boxes_and_keeps_coco_ids():
@@ -70,9 +66,9 @@ def test_coco_source_converts_boxes_and_keeps_coco_ids():
         truth = source.to_coco_dict()
         first = [a for a in truth["annotations"] if a["image_id"] == 1000]
         np.testing.assert_allclose(first[0]["bbox"], [20, 6, 40, 24], atol=1e-4)
-        assert {
-            image["id"]: (image["height"], image["width"]) for image in truth["images"]
-        }[1001] == (90, 45)
+        assert {image["id"]: (image["height"], image["width"]) for image in truth["images"]}[
+            1001
+        ] == (90, 45)
         assert [a["category_id"] for a in truth["annotations"]] == [1, 90]
 
 
@@ -114,9 +110,7 @@ def _coco_with_a_corrupt_image(self, split, decoders=None, **kwargs):
 
     def damage(example):
         example = dict(example)
-        example["image"] = tf.where(
-            tf.equal(example["image/id"], 1001), broken, example["image"]
-        )
+        example["image"] = tf.where(tf.equal(example["image/id"], 1001), broken, example["image"])
         return example
 
     return dataset.map(damage)
@@ -142,9 +136,7 @@ def test_undecodable_tfds_image_is_counted_and_the_rest_evaluated(capsys):
         assert "evaluated on 2 of the 3 images" in capsys.readouterr().out
 
 
-def _voc_as_dataset(
-    self, split, decoders=None, read_config=None, shuffle_files=False, **_
-):
+def _voc_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **_):
     features = self.info.features
     boxes = np.array([[0.1, 0.1, 0.5, 0.4], [0.2, 0.3, 0.9, 0.8], [0.5, 0.5, 0.6, 0.9]])
     difficult = np.array([False, True, False])
@@ -172,9 +164,7 @@ def _voc_as_dataset(
         features.get_serialized_info(),
     )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.map(
-        lambda example: features.decode_example(example, decoders=decoders)
-    )
+    return dataset.map(lambda example: features.decode_example(example, decoders=decoders))
 
 
 def test_voc_source_drops_difficult_objects():
@@ -184,16 +174,12 @@ def test_voc_source_drops_difficult_objects():
         assert len(easy.class_names) == 20 and easy.category_ids is None
         assert easy.num_samples == 2  # counted: the mock has no split sizes
         element = next(easy.encoded_dataset().as_numpy_iterator())
-        np.testing.assert_allclose(
-            element["boxes"], [[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.6]]
-        )
+        np.testing.assert_allclose(element["boxes"], [[0.1, 0.1, 0.4, 0.5], [0.5, 0.5, 0.9, 0.6]])
         np.testing.assert_array_equal(element["classes"], [7, 19])
         assert element["image_id"] == 0  # position in the split
         element = next(every.encoded_dataset().as_numpy_iterator())
         np.testing.assert_array_equal(element["classes"], [7, 14, 19])
-        dataset, _ = build_dataset(
-            easy, image_size=32, batch_size=2, max_boxes=8, verbose=False
-        )
+        dataset, _ = build_dataset(easy, image_size=32, batch_size=2, max_boxes=8, verbose=False)
         images, labels = next(iter(dataset))
         assert images.shape == (2, 32, 32, 3)
         assert set(labels["classes"].numpy().ravel()) <= {-1, 7, 19}

@@ -40,10 +40,22 @@ def test_official_needs_its_code(tmp_path):
 
 def test_table_ratios():
     rows = [
-        {"loader": "official", "rate": 50.0, "first_batch_s": 2.0, "ratio": 1.0,
-         "cpu_ms_per_image": 40.0, "cpu_ratio": 1.0},
-        {"loader": "ours", "rate": 80.0, "first_batch_s": 1.25, "ratio": 1.6,
-         "cpu_ms_per_image": 16.0, "cpu_ratio": 2.5},
+        {
+            "loader": "official",
+            "rate": 50.0,
+            "first_batch_s": 2.0,
+            "ratio": 1.0,
+            "cpu_ms_per_image": 40.0,
+            "cpu_ratio": 1.0,
+        },
+        {
+            "loader": "ours",
+            "rate": 80.0,
+            "first_batch_s": 1.25,
+            "ratio": 1.6,
+            "cpu_ms_per_image": 16.0,
+            "cpu_ratio": 2.5,
+        },
     ]
     table = throughput.markdown_table(rows).splitlines()
     cores = os.cpu_count()

@@ -110,9 +110,7 @@ def test_hsv_hand_values():
     out = transforms.adjust_hsv(green, tf.constant([1.5, 1.0, 1.0])).numpy()
     np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 1.0], atol=1e-6)
     # Saturation gain 0 turns any colour grey at its value.
-    out = transforms.adjust_hsv(
-        tf.constant([[[0.8, 0.2, 0.4]]]), tf.constant([1.0, 0.0, 1.0])
-    )
+    out = transforms.adjust_hsv(tf.constant([[[0.8, 0.2, 0.4]]]), tf.constant([1.0, 0.0, 1.0]))
     np.testing.assert_allclose(out.numpy()[0, 0], [0.8, 0.8, 0.8], atol=1e-6)
 
 
@@ -130,9 +128,7 @@ def test_photometric_flips_pixels_and_flip_boxes_agree():
                 apply_hsv=False,
             ).numpy()
             ys, xs = np.nonzero(out[..., 0] > 0.5)
-            flipped = transforms.flip_boxes(
-                box, 8, tf.constant(up_down), tf.constant(left_right)
-            )
+            flipped = transforms.flip_boxes(box, 8, tf.constant(up_down), tf.constant(left_right))
             np.testing.assert_allclose(
                 flipped.numpy()[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             )

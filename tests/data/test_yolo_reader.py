@@ -58,9 +58,7 @@ def test_bad_lines_are_dropped_and_counted(yolo_dataset, capsys):
     images = yolo_dataset({"a": text, "b": None})
     records = read_yolo_txt(images, num_classes=2, verbose=True)
     by_name = {sample.name: sample for sample in records.samples}
-    np.testing.assert_allclose(
-        by_name["a.jpg"].boxes, [[40, 20, 60, 30], [85, 20, 100, 30]]
-    )
+    np.testing.assert_allclose(by_name["a.jpg"].boxes, [[40, 20, 60, 30], [85, 20, 100, 30]])
     assert len(by_name["b.jpg"].boxes) == 0  # no label file: background image
     report = records.report
     assert report.skipped == {

@@ -34,7 +34,11 @@ from yolor_keras.layers import NonMaxSuppression
 from yolor_keras.tasks import YOLORObjectDetector
 
 STRIDES = [8, 16, 32]
-ANCHORS = [[[10, 10], [20, 20], [30, 30]], [[40, 40], [50, 50], [60, 60]], [[40, 24], [70, 70], [90, 90]]]
+ANCHORS = [
+    [[10, 10], [20, 20], [30, 30]],
+    [[40, 40], [50, 50], [60, 60]],
+    [[40, 24], [70, 70], [90, 90]],
+]
 HOT, COLD = 20.0, -20.0
 CATEGORY_IDS = [3, 7]  # COCO ids of class indices 0 and 1: not 0-based on purpose
 
@@ -71,7 +75,7 @@ class FixedOutputDetector(keras.Model):
         fields = 5 + self.num_classes
         cold = np.concatenate([np.zeros(4), np.full(1 + self.num_classes, COLD)]).astype("float32")
         outputs = []
-        for level, stride in enumerate(self.strides):
+        for _level, stride in enumerate(self.strides):
             rows, cols = height // stride, width // stride
             raw = ops.zeros((batch, rows, cols, 3, fields)) + cold
             if stride == 32:
@@ -86,7 +90,11 @@ class FixedOutputDetector(keras.Model):
         return outputs
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "hot_class": self.hot_class}
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "hot_class": self.hot_class,
+        }
 
 
 def _saved_detector(path):
@@ -101,7 +109,12 @@ def _box(canvas_height, canvas_width, pad, scale):
     cx = (canvas_width // 32 // 2 + 0.5) * 32
     cy = (canvas_height // 32 // 2 + 0.5) * 32
     x1, y1, x2, y2 = cx - 20, cy - 12, cx + 20, cy + 12
-    return [(x1 - pad[0]) / scale, (y1 - pad[1]) / scale, (x2 - pad[0]) / scale, (y2 - pad[1]) / scale]
+    return [
+        (x1 - pad[0]) / scale,
+        (y1 - pad[1]) / scale,
+        (x2 - pad[0]) / scale,
+        (y2 - pad[1]) / scale,
+    ]
 
 
 # Two images at S = 128, scale 0.8 for both (long side 160 -> 128):
@@ -136,7 +149,9 @@ def dataset(tmp_path):
     images, annotations = [], []
     for image_id, (width, height) in ((1, (160, 120)), (2, (120, 160))):
         name = f"{image_id:03d}.jpg"
-        Image.fromarray(np.full((height, width, 3), 90 + 40 * image_id, np.uint8)).save(root / "val" / name)
+        Image.fromarray(np.full((height, width, 3), 90 + 40 * image_id, np.uint8)).save(
+            root / "val" / name
+        )
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
         x1, y1, x2, y2 = EXPECTED["square"][image_id]
         annotations.append(
@@ -147,7 +162,9 @@ def dataset(tmp_path):
         )  # fmt: skip
     categories = [{"id": c, "name": f"class{c}"} for c in CATEGORY_IDS]
     path = root / "annotations" / "instances_val.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return root, path
 
 
@@ -156,7 +173,12 @@ def pycocotools_stats(path, boxes, category_id=CATEGORY_IDS[1]):
     from pycocotools.cocoeval import COCOeval
 
     results = [
-        {"image_id": i, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0}
+        {
+            "image_id": i,
+            "category_id": category_id,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": 1.0,
+        }
         for i, (x1, y1, x2, y2) in boxes.items()
     ]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -205,7 +227,9 @@ def test_boxes_are_mapped_back_and_scored_as_pycocotools(dataset, protocol, tmp_
     for image_id, expected in EXPECTED[protocol].items():
         np.testing.assert_allclose(boxes[image_id], expected, atol=2e-3)  # results round to 1e-3
     assert (metrics["images_evaluated"], metrics["images_in_split"]) == (2, 2)
-    np.testing.assert_allclose(stats(metrics), pycocotools_stats(path, EXPECTED[protocol]), atol=1e-6)
+    np.testing.assert_allclose(
+        stats(metrics), pycocotools_stats(path, EXPECTED[protocol]), atol=1e-6
+    )
     if protocol == "square":
         # The ground truth is the square protocol's boxes: a perfect score.
         assert metrics["mAP"] == pytest.approx(1.0) and metrics["mAP50"] == pytest.approx(1.0)
@@ -260,7 +284,9 @@ def test_yolor_evaluate_prints_the_metrics_of_a_saved_model(dataset, tmp_path, c
     for name in COCO_STAT_NAMES:
         assert any(line.strip().startswith(f"{name}:") for line in out.splitlines()), name
     metrics = json.loads(metrics_path.read_text())
-    np.testing.assert_allclose(stats(metrics), pycocotools_stats(path, EXPECTED["square"]), atol=1e-6)
+    np.testing.assert_allclose(
+        stats(metrics), pycocotools_stats(path, EXPECTED["square"]), atol=1e-6
+    )
     assert (metrics["images_evaluated"], metrics["images_in_split"]) == (2, 2)
     for image_id, box in _saved_boxes(results_path).items():
         np.testing.assert_allclose(box, EXPECTED["square"][image_id], atol=2e-3)
@@ -280,7 +306,9 @@ def test_yolor_evaluate_with_a_missing_path_exits_2_naming_it(dataset, tmp_path,
     missing = tmp_path / f"no_such_{which}"
     args = {"model": str(model_path), "data": str(root)}
     args[which] = str(missing) + (".keras" if which == "model" else "")
-    code = cli.main(["evaluate", "--model", args["model"], "--data", args["data"], "--split", "val"])
+    code = cli.main(
+        ["evaluate", "--model", args["model"], "--data", args["data"], "--split", "val"]
+    )
     captured = capsys.readouterr()
     assert code == 2
     lines = captured.err.strip().splitlines()
@@ -288,7 +316,9 @@ def test_yolor_evaluate_with_a_missing_path_exits_2_naming_it(dataset, tmp_path,
     assert lines[0].startswith("yolor evaluate: error:") and f"no_such_{which}" in lines[0]
 
 
-def test_yolor_evaluate_with_a_file_that_is_not_a_model_exits_2_naming_it(dataset, tmp_path, capsys):
+def test_yolor_evaluate_with_a_file_that_is_not_a_model_exits_2_naming_it(
+    dataset, tmp_path, capsys
+):
     from yolor_keras import cli
 
     root, _ = dataset
@@ -406,7 +436,9 @@ def test_a_real_task_with_every_head_runs_through_the_loop(shapes, tmp_path):
         ],
     )  # fmt: skip
     results_path = tmp_path / "results.json"
-    metrics = evaluation_loop.evaluate(task, dataset, info, verbose=False, results_path=results_path)
+    metrics = evaluation_loop.evaluate(
+        task, dataset, info, verbose=False, results_path=results_path
+    )
     assert set(metrics) == COCO_KEYS | {"label_mAP", "label_F1", "recall@1"}
     assert (metrics["images_evaluated"], metrics["images_in_split"]) == (8, 8)
     for name in ("label_mAP", "label_F1", "recall@1"):
@@ -442,7 +474,9 @@ def test_a_head_without_targets_in_the_batches_is_named(shapes):
     dataset, info = build_dataset(
         str(root), split="val", image_size=64, batch_size=4, training=False, verbose=False
     )
-    with pytest.raises(ValueError, match="classification head.*no 'classification' targets.*extra_targets"):
+    with pytest.raises(
+        ValueError, match="classification head.*no 'classification' targets.*extra_targets"
+    ):
         evaluation_loop.evaluate(ImageStatisticsTask(), dataset, info, verbose=False)
     with pytest.raises(ValueError, match="lacks.*detect.*YOLORObjectDetector"):
         evaluation_loop.evaluate(keras.Sequential([keras.layers.Dense(1)]), dataset, info)

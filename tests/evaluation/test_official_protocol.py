@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from yolor_keras.data.image_decoding import letterbox_to_original
 from yolor_keras.evaluation import COCO_CATEGORY_IDS
 from yolor_keras.evaluation import COCO_EVAL_NMS
 from yolor_keras.evaluation import COCOEvaluator
 from yolor_keras.layers import non_max_suppression
-from yolor_keras.data.image_decoding import letterbox_to_original
 
 INPUT_SIZE = 320
 NUM_CLASSES = 80

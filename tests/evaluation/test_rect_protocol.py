@@ -264,9 +264,7 @@ def official_canvases(coco, image_size, stride, batch_size):
     return {image["id"]: tuple(plan.canvas[i]) for i, image in enumerate(coco["images"])}
 
 
-def test_both_protocols_score_fixed_detections_as_pycocotools_on_the_file(
-    dataset, monkeypatch
-):
+def test_both_protocols_score_fixed_detections_as_pycocotools_on_the_file(dataset, monkeypatch):
     from yolor_keras.data import read_coco_json
 
     _, path, coco, detections = dataset
@@ -375,7 +373,7 @@ def test_yolor_evaluate_equals_pycocotools_on_the_annotation_file(
     for image_id, found in detections.items():
         records = sorted(by_image[image_id], key=lambda record: -record["score"])
         expected = sorted(found, key=lambda item: -item[2])
-        for record, (category, (x1, y1, x2, y2), score) in zip(records, expected):
+        for record, (category, (x1, y1, x2, y2), _score) in zip(records, expected):
             assert record["category_id"] == CATEGORY_IDS[category]
             np.testing.assert_allclose(record["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=2e-3)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from yolor_keras.export.folding import fold
+from yolor_keras.layers import ChannelAffine
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitKnowledge
 from yolor_keras.layers import ImplicitMultiply
-from yolor_keras.layers import ChannelAffine
 from yolor_keras.models import ClassificationHead
 from yolor_keras.models import DetectionHead
 from yolor_keras.models import EmbeddingHead

@@ -113,7 +113,9 @@ def calibrate_pooled_heads(task, rng, spread=PRE_ACTIVATION_SPREAD):
         hidden.bias.assign((-mean @ kernel).astype("float32"))
         output = task.get_layer(f"{head}_output")
         output.kernel.assign(
-            rng.normal(0, 2 / np.sqrt(output.kernel.shape[0]), output.kernel.shape).astype("float32")
+            rng.normal(0, 2 / np.sqrt(output.kernel.shape[0]), output.kernel.shape).astype(
+                "float32"
+            )
         )
 
 
@@ -289,7 +291,12 @@ def test_onnx_returns_every_head_for_a_batch(task, reference, tmp_path):
         assert_heads_match({name: outputs[name][index] for name in names}, want)
     [result] = ONNXPredictor(path, preprocessor=task.preprocessor).predict(sample_images()[:1])
     assert sorted(result) == [
-        "boxes", "class_names", "classes", "embedding", "label_probabilities", "scores"
+        "boxes",
+        "class_names",
+        "classes",
+        "embedding",
+        "label_probabilities",
+        "scores",
     ]
     assert_same_detections(result, reference[0], box_atol=1e-2)
     assert_heads_match(result, reference[0])

@@ -77,9 +77,25 @@ def export_dir(detector, tmp_path_factory):
     names = folder / "names.txt"
     names.write_text("\n".join(CLASS_NAMES))
     code = main(
-        ["export", "--format", "saved_model", "--model", str(model_path), "--name", "tiny",
-         "--version", "3", "--out", str(folder / "saved_models"), "--image-size", str(IMAGE_SIZE),
-         "--max-det", str(MAX_DETECTIONS), "--names", str(names)]
+        [
+            "export",
+            "--format",
+            "saved_model",
+            "--model",
+            str(model_path),
+            "--name",
+            "tiny",
+            "--version",
+            "3",
+            "--out",
+            str(folder / "saved_models"),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--max-det",
+            str(MAX_DETECTIONS),
+            "--names",
+            str(names),
+        ]
     )
     assert code == 0
     return folder / "saved_models" / "tiny" / "3"
@@ -124,7 +140,11 @@ def test_fresh_process_loaders_match_the_keras_task(export_dir, images, expected
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
         [sys.executable, str(script), str(export_dir), str(out), *images],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     outputs = np.load(out)
@@ -148,7 +168,9 @@ def test_fresh_process_loaders_match_the_keras_task(export_dir, images, expected
     # The pixel signature gives the same detections as the encoded one.
     count = int(outputs["pixels/num_detections"][0])
     np.testing.assert_allclose(
-        outputs["pixels/detection_boxes"][0, :count], outputs["tf2/detection_boxes"][0, :count], atol=1e-3
+        outputs["pixels/detection_boxes"][0, :count],
+        outputs["tf2/detection_boxes"][0, :count],
+        atol=1e-3,
     )
 
 

@@ -66,7 +66,9 @@ def conv_dtypes_in_saved_model(export_dir):
         nodes = list(meta_graph.graph_def.node)
         for function in meta_graph.graph_def.library.function:
             nodes.extend(function.node_def)
-        dtypes += [tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if node.op == "Conv2D"]
+        dtypes += [
+            tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if node.op == "Conv2D"
+        ]
     return dtypes
 
 
@@ -82,13 +84,17 @@ def test_with_precision_rebuilds_in_bf16_with_the_same_float32_weights(detector,
     assert with_precision(bf16, "bf16") is bf16
     # Back to fp32 gives the original network exactly.
     back = with_precision(bf16, "fp32")
-    for a, b in zip(detector(letterboxed[:1], training=False), back(letterboxed[:1], training=False)):
+    for a, b in zip(
+        detector(letterboxed[:1], training=False), back(letterboxed[:1], training=False)
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="precision.*'fp16'"):
         with_precision(detector, "fp16")
 
 
-def test_deploy_form_bf16_stores_bf16_weights_with_the_outputs_of_mixed_precision(detector, letterboxed):
+def test_deploy_form_bf16_stores_bf16_weights_with_the_outputs_of_mixed_precision(
+    detector, letterboxed
+):
     import keras
 
     folded = deploy_form(detector)
@@ -105,7 +111,9 @@ def test_deploy_form_bf16_stores_bf16_weights_with_the_outputs_of_mixed_precisio
         keras.config.set_dtype_policy(previous)
     mixed.set_weights(folded.get_weights())
     for a, b in zip(mixed(letterboxed, training=False), bf16(letterboxed, training=False)):
-        np.testing.assert_array_equal(np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32)))
+        np.testing.assert_array_equal(
+            np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        )
     assert with_precision(bf16, "bf16") is bf16
 
 
@@ -221,9 +229,23 @@ def exports(detector, tmp_path_factory):
     written = {}
     for precision in ("bf16",):
         code = main(
-            ["export", "--format", "saved_model", "--model", str(model_path), "--name", precision,
-             "--out", str(folder), "--image-size", str(IMAGE_SIZE), "--max-det", "50",
-             "--precision", precision]
+            [
+                "export",
+                "--format",
+                "saved_model",
+                "--model",
+                str(model_path),
+                "--name",
+                precision,
+                "--out",
+                str(folder),
+                "--image-size",
+                str(IMAGE_SIZE),
+                "--max-det",
+                "50",
+                "--precision",
+                precision,
+            ]
         )
         assert code == 0
         written[precision] = folder / precision / "1"
@@ -261,7 +283,9 @@ def test_bf16_saved_model_agrees_with_the_bf16_predictor_and_fp32(
         # five, so scores differ by a few bf16 steps (2**-8 of a logit) and
         # near-tied detections may swap places: scores are compared sorted.
         assert count == len(expected["scores"])
-        np.testing.assert_allclose(np.sort(result["scores"]), np.sort(expected["scores"]), atol=0.005)
+        np.testing.assert_allclose(
+            np.sort(result["scores"]), np.sort(expected["scores"]), atol=0.005
+        )
         exported.append(result)
     assert_detections_match(predictor_results, exported, min_matched=5)
     assert_detections_match(fp32_results, exported, min_matched=5)
@@ -276,9 +300,23 @@ def test_detect_cli_runs_in_bf16(detector, tmp_path, images, bf16_predictor):
     source.mkdir()
     (source / "a.png").write_bytes(encode(images[2]))
     out = tmp_path / "out"
-    code = main(["detect", "--model", str(model_path), "--source", str(source / "a.png"),
-                 "--out", str(out), "--image-size", str(IMAGE_SIZE), "--max-det", "50",
-                 "--precision", "bf16"])
+    code = main(
+        [
+            "detect",
+            "--model",
+            str(model_path),
+            "--source",
+            str(source / "a.png"),
+            "--out",
+            str(out),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--max-det",
+            "50",
+            "--precision",
+            "bf16",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "detections.json").read_text())
     assert report["precision"] == "bf16"

@@ -34,7 +34,9 @@ def source(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     (folder / "first.png").write_bytes(encode(scene(90, 150, seed=11)))
     (folder / "nested").mkdir()
-    (folder / "nested" / "second.jpg").write_bytes(encode(scene(150, 60, seed=12), "JPEG", quality=95))
+    (folder / "nested" / "second.jpg").write_bytes(
+        encode(scene(150, 60, seed=12), "JPEG", quality=95)
+    )
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
     (folder / "notes.txt").write_text("not an image")
     return folder
@@ -55,8 +57,19 @@ def run_output(model_file, source, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
         patch.setenv("YOLOR_VERBOSE", "1")
         code = main(
-            ["detect", "--model", str(model_file), "--source", str(source), "--out", str(out),
-             "--image-size", str(IMAGE_SIZE), "--names", str(names)]
+            [
+                "detect",
+                "--model",
+                str(model_file),
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--image-size",
+                str(IMAGE_SIZE),
+                "--names",
+                str(names),
+            ]
         )
     return code, out, stderr.getvalue()
 
@@ -109,8 +122,17 @@ def test_boxes_are_drawn_in_their_class_colour(source, run_output):
 
 def test_missing_source_is_a_clear_error(model_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("YOLOR_VERBOSE", "1")  # capsys reads sys.stderr; see `detect_cli`
-    code = main(["detect", "--model", str(model_file), "--source", str(tmp_path / "nowhere"),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "detect",
+            "--model",
+            str(model_file),
+            "--source",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     assert "nowhere: no such file or folder" in capsys.readouterr().err
 
@@ -132,8 +154,19 @@ def detect_cli(model_file, source, out, capsys, monkeypatch):
     # Keeps `main` from replacing sys.stderr (its native-log filter), which
     # capsys reads.
     monkeypatch.setenv("YOLOR_VERBOSE", "1")
-    code = main(["detect", "--model", str(model_file), "--source", str(source), "--out", str(out),
-                 "--image-size", str(IMAGE_SIZE)])
+    code = main(
+        [
+            "detect",
+            "--model",
+            str(model_file),
+            "--source",
+            str(source),
+            "--out",
+            str(out),
+            "--image-size",
+            str(IMAGE_SIZE),
+        ]
+    )
     return code, capsys.readouterr().err
 
 
@@ -176,7 +209,9 @@ def test_out_file_linked_to_a_source_is_refused(model_file, photos, tmp_path, ca
     assert_untouched(photos)
 
 
-def test_hard_linked_output_is_replaced_not_written_through(model_file, photos, tmp_path, capsys, monkeypatch):
+def test_hard_linked_output_is_replaced_not_written_through(
+    model_file, photos, tmp_path, capsys, monkeypatch
+):
     # A hard link has no path of its own to compare; the annotated copy is
     # renamed into place, so the source's bytes cannot change.
     folder, before = photos

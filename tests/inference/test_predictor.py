@@ -159,7 +159,9 @@ def test_boxes_stay_inside_their_image(predictor):
 
 
 def test_bad_settings_are_refused_with_clear_errors(detector):
-    with pytest.raises(ValueError, match="multiple of the detector's largest stride 64.*128 and 192"):
+    with pytest.raises(
+        ValueError, match="multiple of the detector's largest stride 64.*128 and 192"
+    ):
         Predictor(detector, image_size=130)
     with pytest.raises(ValueError, match="2 names but the detector predicts 3"):
         Predictor(detector, image_size=IMAGE_SIZE, class_names=["x", "y"])
@@ -222,7 +224,11 @@ def multi_head_task():
         "yolor_p6",
         width_multiplier=0.125,
         depth_multiplier=0.33,
-        heads=[DetectionHead(3), ClassificationHead(4, hidden_units=16), EmbeddingHead(8, hidden_units=16)],
+        heads=[
+            DetectionHead(3),
+            ClassificationHead(4, hidden_units=16),
+            EmbeddingHead(8, hidden_units=16),
+        ],
     )
 
 
@@ -236,13 +242,19 @@ def test_multi_head_results_carry_label_probabilities_and_embeddings(multi_head_
         raw = multi_head_task(inputs, training=False)
         # Independent: the raw logits through a NumPy sigmoid; the embedding as is.
         logits = np.asarray(raw["classification"], np.float64)[0]
-        np.testing.assert_allclose(result["label_probabilities"], 1 / (1 + np.exp(-logits)), rtol=1e-5)
-        np.testing.assert_allclose(result["embedding"], np.asarray(raw["embedding"])[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            result["label_probabilities"], 1 / (1 + np.exp(-logits)), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            result["embedding"], np.asarray(raw["embedding"])[0], rtol=1e-5, atol=1e-6
+        )
         assert result["label_probabilities"].shape == (4,) and result["embedding"].shape == (8,)
         # The detections are those of the public decode and NMS on the raw
         # outputs; a random network has near-tied scores, whose order eager
         # and graph runs need not share, so the scores are compared sorted.
-        decoded = decode_predictions(raw["detection"], multi_head_task.anchors, multi_head_task.strides)
+        decoded = decode_predictions(
+            raw["detection"], multi_head_task.anchors, multi_head_task.strides
+        )
         expected = non_max_suppression(decoded, 0.001, 0.45, 300)
         count = int(expected["num_detections"][0])
         assert count > 0 and len(result["scores"]) == count

@@ -161,9 +161,7 @@ def test_config_round_trip_and_tf_data():
 
 def test_unknown_sizes_in_a_graph():
     converter = YOLORImageConverter(64)
-    run = tf.function(
-        converter, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)]
-    )
+    run = tf.function(converter, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     letterboxed, scale, pad = run(tf.zeros((1, 16, 32, 3), tf.uint8))
     assert letterboxed.shape == (1, 64, 64, 3)
     np.testing.assert_allclose(scale, [[2.0, 2.0]])

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from layer_test_helper import run_layer_test
+
 from yolor_keras.layers import FORMS
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitConcat
@@ -39,8 +39,8 @@ def test_outputs_apply_the_implicit_vector(form):
     x = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype("float32")
     add, mul = ImplicitAdd(form=form), ImplicitMultiply(form=form)
     concat = ImplicitConcat(units=2, form=form)
-    y_add, y_mul, y_cat = (keras.ops.convert_to_numpy(l(x)) for l in (add, mul, concat))
-    a, m, c = (keras.ops.convert_to_numpy(l.implicit_vector()) for l in (add, mul, concat))
+    y_add, y_mul, y_cat = (keras.ops.convert_to_numpy(layer(x)) for layer in (add, mul, concat))
+    a, m, c = (keras.ops.convert_to_numpy(layer.implicit_vector()) for layer in (add, mul, concat))
     np.testing.assert_allclose(y_add, x + a.reshape(1, 1, 1, 4), rtol=1e-6)
     np.testing.assert_allclose(y_mul, x * m.reshape(1, 1, 1, 4), rtol=1e-6)
     np.testing.assert_array_equal(y_cat[..., :4], x)

@@ -12,10 +12,10 @@ the real layers and fails a layer whose vector is set to the identity.
 import keras
 import numpy as np
 import pytest
-
 from layer_test_helper import UNIT_ROUNDOFF
 from layer_test_helper import assert_matches_float32
 from layer_test_helper import mixed_precision_tolerance
+
 from yolor_keras.layers import ImplicitAdd
 from yolor_keras.layers import ImplicitMultiply
 
@@ -28,6 +28,7 @@ SEEDS = range(5)
 def test_unit_roundoffs_are_those_of_the_formats():
     # Half the gap between 1 and the next representable number.
     assert UNIT_ROUNDOFF["float16"] == float(np.finfo(np.float16).eps) / 2
+
     def bfloat16(value):
         rounded = keras.ops.cast(keras.ops.cast(value, "bfloat16"), "float32")
         return float(keras.ops.convert_to_numpy(rounded))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from yolor_keras.layers import non_max_suppression
 from yolor_keras.data.letterbox_ops import boxes_to_original
+from yolor_keras.layers import non_max_suppression
 
 
 def make_decoded(rows, num_classes):
@@ -296,7 +296,9 @@ def test_layer_applies_its_settings_and_round_trips_its_config():
     decoded = np.concatenate(
         [rng.uniform(20, 100, (2, 50, 4)), rng.uniform(0, 1, (2, 50, 4))], axis=-1
     ).astype("float32")
-    layer = NonMaxSuppression(conf_threshold=0.1, iou_threshold=0.5, max_detections=7, multi_label=True)
+    layer = NonMaxSuppression(
+        conf_threshold=0.1, iou_threshold=0.5, max_detections=7, multi_label=True
+    )
     expected = non_max_suppression(
         decoded, conf_threshold=0.1, iou_threshold=0.5, max_detections=7, multi_label=True
     )

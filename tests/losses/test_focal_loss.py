@@ -52,7 +52,9 @@ def test_zero_gamma_is_exactly_the_plain_bce():
     rng = np.random.default_rng(0)
     raw = [rng.normal(size=(2, 96 // s, 96 // s, 3, 8)).astype("float32") for s in STRIDES]
     labels = {
-        "boxes": np.array([[[10, 12, 50, 60], [30, 30, 90, 70]], [[0, 0, 40, 40], [0, 0, 0, 0]]], "float32"),
+        "boxes": np.array(
+            [[[10, 12, 50, 60], [30, 30, 90, 70]], [[0, 0, 40, 40], [0, 0, 0, 0]]], "float32"
+        ),
         "classes": np.array([[0, 2], [1, -1]], "int32"),
     }
     plain = YOLORLoss(ANCHORS * 2, STRIDES, 3)

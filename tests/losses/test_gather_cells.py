@@ -42,6 +42,4 @@ def test_gather_cells_in_a_graph_with_an_unknown_batch():
     )
     flat = np.arange(16, dtype="float32").reshape(2, 4, 2)
     cell = np.array([[0, 3, 3], [1, 2, 0]], "int32")
-    np.testing.assert_array_equal(
-        function(flat, cell).numpy(), flat[np.arange(2)[:, None], cell]
-    )
+    np.testing.assert_array_equal(function(flat, cell).numpy(), flat[np.arange(2)[:, None], cell])

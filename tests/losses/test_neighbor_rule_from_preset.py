@@ -41,7 +41,9 @@ def test_task_takes_the_rule_of_its_preset_branch(preset, rule):
     labels, raw = _batch(detector)
     value = float(task.compute_loss(y=labels, y_pred=raw))
     expected = {
-        name: float(keras.ops.mean(YOLORLoss.from_detector(detector, neighbor_rule=name)(labels, raw)))
+        name: float(
+            keras.ops.mean(YOLORLoss.from_detector(detector, neighbor_rule=name)(labels, raw))
+        )
         for name in ("main", "paper")
     }
     # The placement is one where the two rules give different losses.
@@ -50,5 +52,7 @@ def test_task_takes_the_rule_of_its_preset_branch(preset, rule):
     # An explicit rule wins over the branch, and survives the compile config.
     other = "main" if rule == "paper" else "paper"
     task.compile(loss_scale=1.0, neighbor_rule=other)
-    assert float(task.compute_loss(y=labels, y_pred=raw)) == pytest.approx(expected[other], rel=1e-6)
+    assert float(task.compute_loss(y=labels, y_pred=raw)) == pytest.approx(
+        expected[other], rel=1e-6
+    )
     assert task.get_compile_config()["loss_settings"]["neighbor_rule"] == other

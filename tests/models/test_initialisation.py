@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 
-from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.models.graph_plan import keras_name
 from yolor_keras.models.heads import prior_bias
 from yolor_keras.models.yolor_presets import make_plan
+from yolor_keras.tasks import YOLORObjectDetector
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,16 @@ from yolor_keras.training.callbacks import save_checkpoint
 from yolor_keras.training.trainer import prepare_run_directory
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-HYP = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1.0,
-           warmup_momentum=0.8, warmup_bias_lr=0.1, warmup_min_steps=2)
+HYP = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=1.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+    warmup_min_steps=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +48,16 @@ def task():
 
     keras.utils.set_random_seed(1)
     task = YOLORObjectDetector.from_preset(
-        "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
+        "yolor_p6",
+        num_classes=2,
+        width_multiplier=0.125,
+        depth_multiplier=0.33,
+        class_names=["a", "b"],
     )
     task.compile(
-        optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        optimizer=build_optimizer(
+            HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
+        ),
         **{**loss_settings(Recipe()), "loss_scale": 4.0},
     )
     task.optimizer.build(task.trainable_variables)
@@ -53,7 +67,9 @@ def task():
 def _step(task, seed):
     rng = np.random.default_rng(seed)
     variables = task.trainable_variables
-    task.optimizer.apply([rng.normal(scale=0.1, size=v.shape).astype("float32") for v in variables], variables)
+    task.optimizer.apply(
+        [rng.normal(scale=0.1, size=v.shape).astype("float32") for v in variables], variables
+    )
 
 
 def _state(task, epoch):
@@ -101,7 +117,9 @@ def test_a_save_that_fails_midway_leaves_the_previous_checkpoint(task, tmp_path,
     assert os.listdir(run / "checkpoints") == ["epoch_000"]  # the partial folder was removed
 
 
-def test_a_failed_rename_of_the_new_folder_leaves_the_previous_checkpoint(task, tmp_path, monkeypatch):
+def test_a_failed_rename_of_the_new_folder_leaves_the_previous_checkpoint(
+    task, tmp_path, monkeypatch
+):
     run = tmp_path / "run"
     snapshot = _good_run(task, run)
     real_replace = os.replace
@@ -118,7 +136,9 @@ def test_a_failed_rename_of_the_new_folder_leaves_the_previous_checkpoint(task, 
     _assert_previous_intact(run, snapshot)
 
 
-def test_a_failed_pointer_update_keeps_pointing_at_a_complete_checkpoint(task, tmp_path, monkeypatch):
+def test_a_failed_pointer_update_keeps_pointing_at_a_complete_checkpoint(
+    task, tmp_path, monkeypatch
+):
     run = tmp_path / "run"
     snapshot = _good_run(task, run)
     real_replace = os.replace
@@ -182,8 +202,12 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_resumable(task
     snapshot = _good_run(task, run)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_WRITER, str(run)], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", KILLED_WRITER, str(run)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     leftovers = [name for name in os.listdir(run / "checkpoints") if name.startswith(".")]

@@ -127,8 +127,18 @@ def _write_zip(path, entries):
                 offset = handle.tell()
                 handle.write(
                     struct.pack(
-                        "<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 33, crc,
-                        len(payload), size, len(encoded), 0,
+                        "<IHHHHHIIIHH",
+                        0x04034B50,
+                        20,
+                        0,
+                        method,
+                        0,
+                        33,
+                        crc,
+                        len(payload),
+                        size,
+                        len(encoded),
+                        0,
                     )
                 )
                 handle.write(encoded + payload)
@@ -136,8 +146,24 @@ def _write_zip(path, entries):
                 offset = reuse
             central.append(
                 struct.pack(
-                    "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 33, crc,
-                    len(payload), size, len(encoded), 0, 0, 0, 0, 0, offset,
+                    "<IHHHHHHIIIHHHHHII",
+                    0x02014B50,
+                    20,
+                    20,
+                    0,
+                    method,
+                    0,
+                    33,
+                    crc,
+                    len(payload),
+                    size,
+                    len(encoded),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    offset,
                 )
                 + encoded
             )
@@ -145,8 +171,15 @@ def _write_zip(path, entries):
         handle.write(b"".join(central))
         handle.write(
             struct.pack(
-                "<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central),
-                handle.tell() - start, start, 0,
+                "<IHHHHIIH",
+                0x06054B50,
+                0,
+                0,
+                len(central),
+                len(central),
+                handle.tell() - start,
+                start,
+                0,
             )
         )
 

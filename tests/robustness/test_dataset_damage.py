@@ -50,7 +50,9 @@ def _yolo(tmp_path, labels):
 
 
 def _boxes_by_name(records):
-    return {sample.name: (sample.boxes.tolist(), sample.classes.tolist()) for sample in records.samples}
+    return {
+        sample.name: (sample.boxes.tolist(), sample.classes.tolist()) for sample in records.samples
+    }
 
 
 GOOD_LABELS = {
@@ -165,7 +167,9 @@ def test_non_string_file_names_are_counted_skips(tmp_path):
         {"id": 8, "file_name": None},
         {"id": 9, "file_name": ["good.jpg"]},
     ]
-    annotations = GOOD_ANNOTATIONS + [{"id": 3, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    annotations = GOOD_ANNOTATIONS + [
+        {"id": 3, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5]}
+    ]
     records = read_coco_json(*_coco(tmp_path, entries, annotations, GOOD_FILES), verbose=False)
     assert records.report.skipped == {reasons.BAD_FILE_NAME: 3}
     assert records.report.num_indexed == 5 and records.report.num_usable == 2
@@ -195,7 +199,9 @@ def test_duplicate_image_ids_are_an_error_naming_the_file_and_id(tmp_path):
     # Today: the boxes of id 1 are attached to both entries, twice each.
     entries = GOOD_ENTRIES + [{"id": 1, "file_name": "again.jpg"}]
     files = dict(GOOD_FILES, **{"again.jpg": _jpeg(40, 60)})
-    with pytest.raises(ValueError, match=r"instances_test\.json: image id 1 is used twice.*again\.jpg"):
+    with pytest.raises(
+        ValueError, match=r"instances_test\.json: image id 1 is used twice.*again\.jpg"
+    ):
         read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verbose=False)
 
 
@@ -277,9 +283,13 @@ def _corrupt_jpeg():
 def test_header_verified_undecodable_image_is_counted(tmp_path, capsys):
     files = dict(GOOD_FILES, **{"bad.jpg": _corrupt_jpeg()})
     entries = GOOD_ENTRIES + [{"id": 3, "file_name": "bad.jpg", "width": 60, "height": 40}]
-    source = read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False)
+    source = read_coco_json(
+        *_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False
+    )
     assert source.report.num_usable == 3  # the header check lets it in ...
-    dataset, info = build_dataset(source, image_size=32, batch_size=2, training=False, verbose=False)
+    dataset, info = build_dataset(
+        source, image_size=32, batch_size=2, training=False, verbose=False
+    )
     seen = [int(i) for _, labels in dataset for i in labels["image_id"]]
     assert seen == [1, 2]  # ... the good ones all come, in order ...
     # ... and the dropped one is counted, once, even over two passes.
@@ -314,7 +324,9 @@ def test_evaluation_on_a_subset_says_so(tmp_path, capsys):
         {"id": 3, "file_name": "bad.jpg", "width": 60, "height": 40},
         {"id": 4, "file_name": 4},
     ]
-    source = read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False)
+    source = read_coco_json(
+        *_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False
+    )
     dataset, _ = build_dataset(source, image_size=32, batch_size=2, training=False, verbose=False)
     evaluated = sum(int(images.shape[0]) for images, _ in dataset)
     assert evaluation_coverage(source, evaluated) == {"images_evaluated": 2, "images_in_split": 4}
@@ -349,8 +361,12 @@ def test_evaluate_reports_images_evaluated_and_in_split(tmp_path, capsys):
 
     files = dict(GOOD_FILES, **{"bad.jpg": _corrupt_jpeg()})
     entries = GOOD_ENTRIES + [{"id": 3, "file_name": "bad.jpg", "width": 60, "height": 40}]
-    source = read_coco_json(*_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False)
-    dataset, info = build_dataset(source, image_size=64, batch_size=2, training=False, verbose=False)
+    source = read_coco_json(
+        *_coco(tmp_path, entries, GOOD_ANNOTATIONS, files), verify="header", verbose=False
+    )
+    dataset, info = build_dataset(
+        source, image_size=64, batch_size=2, training=False, verbose=False
+    )
     metrics = evaluate(_ConstantDetector(), dataset, info, verbose=False)
     assert (metrics["images_evaluated"], metrics["images_in_split"]) == (2, 3)
     assert "evaluated on 2 of the 3 images" in capsys.readouterr().out

@@ -113,7 +113,9 @@ def assert_saved_model_intact(export_dir, before):
     # Nothing else beside it: no partial version, no hidden temporary.
     assert os.listdir(export_dir.parent) == ["1"]
     outputs = run_saved_model(export_dir)
-    assert outputs["detection_boxes"].shape[0] == 1 and np.all(np.isfinite(outputs["detection_boxes"]))
+    assert outputs["detection_boxes"].shape[0] == 1 and np.all(
+        np.isfinite(outputs["detection_boxes"])
+    )
 
 
 def skip_tracing(monkeypatch):
@@ -152,11 +154,15 @@ def test_crash_while_writing_keeps_the_previous_version(folded, served, monkeypa
 
     monkeypatch.setattr(ARCHIVE, "write_out", crashing_write_out)
     with pytest.raises(OSError, match="No space left"):
-        saved_model.export_saved_model(folded, str(export_dir), image_size=IMAGE_SIZE, overwrite=True)
+        saved_model.export_saved_model(
+            folded, str(export_dir), image_size=IMAGE_SIZE, overwrite=True
+        )
     assert_saved_model_intact(export_dir, before)
 
 
-def test_export_that_does_not_load_is_refused_and_the_previous_version_kept(folded, served, monkeypatch):
+def test_export_that_does_not_load_is_refused_and_the_previous_version_kept(
+    folded, served, monkeypatch
+):
     export_dir, before = served
     skip_tracing(monkeypatch)
 
@@ -168,7 +174,9 @@ def test_export_that_does_not_load_is_refused_and_the_previous_version_kept(fold
 
     monkeypatch.setattr(ARCHIVE, "write_out", unloadable_write_out)
     with pytest.raises(ExportCheckError, match=re.escape(str(export_dir))):
-        saved_model.export_saved_model(folded, str(export_dir), image_size=IMAGE_SIZE, overwrite=True)
+        saved_model.export_saved_model(
+            folded, str(export_dir), image_size=IMAGE_SIZE, overwrite=True
+        )
     assert_saved_model_intact(export_dir, before)
 
 
@@ -183,7 +191,10 @@ def test_saved_model_check_refuses_nan_weights(tmp_path):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve(self, images):
             count = tf.shape(images)[0]
-            return {"num_detections": tf.zeros([count], tf.int32), "detection_scores": tf.zeros([count, 5])}
+            return {
+                "num_detections": tf.zeros([count], tf.int32),
+                "detection_scores": tf.zeros([count, 5]),
+            }
 
     module = Broken()
     folder = tmp_path / "broken"
@@ -212,11 +223,15 @@ def previous_tflite(good_tflite, tmp_path):
 def assert_tflite_intact(path, before):
     assert digest(path) == before
     assert os.listdir(path.parent) == [path.name]
-    outputs = run_tflite(load_interpreter(str(path)), np.full((1, IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32))
+    outputs = run_tflite(
+        load_interpreter(str(path)), np.full((1, IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32)
+    )
     assert np.all(np.isfinite(outputs["predictions"]))
 
 
-def test_weightless_conversion_is_refused_and_the_previous_file_kept(detector, previous_tflite, monkeypatch):
+def test_weightless_conversion_is_refused_and_the_previous_file_kept(
+    detector, previous_tflite, monkeypatch
+):
     path, before = previous_tflite
     skip_tracing(monkeypatch)
     monkeypatch.setattr(ARCHIVE, "write_out", lambda *args, **kwargs: None)
@@ -227,7 +242,9 @@ def test_weightless_conversion_is_refused_and_the_previous_file_kept(detector, p
     assert_tflite_intact(path, before)
 
 
-def test_failing_write_of_the_tflite_file_keeps_the_previous_file(detector, previous_tflite, monkeypatch):
+def test_failing_write_of_the_tflite_file_keeps_the_previous_file(
+    detector, previous_tflite, monkeypatch
+):
     path, before = previous_tflite
     skip_tracing(monkeypatch)
     monkeypatch.setattr(ARCHIVE, "write_out", lambda *args, **kwargs: None)
@@ -238,7 +255,9 @@ def test_failing_write_of_the_tflite_file_keeps_the_previous_file(detector, prev
     assert_tflite_intact(path, before)
 
 
-def test_failing_rename_keeps_the_previous_tflite_file(detector, good_tflite, previous_tflite, monkeypatch):
+def test_failing_rename_keeps_the_previous_tflite_file(
+    detector, good_tflite, previous_tflite, monkeypatch
+):
     path, before = previous_tflite
     skip_tracing(monkeypatch)
     monkeypatch.setattr(ARCHIVE, "write_out", lambda *args, **kwargs: None)
@@ -308,7 +327,9 @@ def assert_onnx_intact(path, before):
     assert digest(path) == before
     assert os.listdir(path.parent) == [path.name]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    [predictions] = session.run(None, {"images": np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32)})
+    [predictions] = session.run(
+        None, {"images": np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32)}
+    )
     assert predictions.shape[0] == 2 and np.all(np.isfinite(predictions))
 
 
@@ -328,7 +349,9 @@ def test_crash_while_saving_onnx_keeps_the_previous_file(detector, previous_onnx
     assert_onnx_intact(path, before)
 
 
-def test_invalid_onnx_graph_is_refused_and_the_previous_file_kept(detector, previous_onnx, monkeypatch):
+def test_invalid_onnx_graph_is_refused_and_the_previous_file_kept(
+    detector, previous_onnx, monkeypatch
+):
     path, before = previous_onnx
     real_rename = onnx_export._rename_outputs
 
@@ -354,8 +377,20 @@ def test_cli_reports_a_refused_export_without_a_traceback(detector, tmp_path, mo
     skip_tracing(monkeypatch)
     monkeypatch.setattr(ARCHIVE, "write_out", lambda *args, **kwargs: None)
     monkeypatch.setattr(litert, "_convert", lambda *args: b"TFL3" + b"\0" * 100)
-    code = main(["export", "--format", "tflite", "--model", str(model_path), "--out", str(out),
-                 "--image-size", str(IMAGE_SIZE), "--overwrite"])
+    code = main(
+        [
+            "export",
+            "--format",
+            "tflite",
+            "--model",
+            str(model_path),
+            "--out",
+            str(out),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--overwrite",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert f"yolor export: {out}" in err and "Nothing was replaced" in err

@@ -18,7 +18,6 @@ its peak memory is read from /proc/PID/status (VmHWM).
 import asyncio
 import base64
 import json
-import logging
 import os
 import socket
 import struct
@@ -81,7 +80,9 @@ def blank_png(side):
     row = b"\0" * (1 + 3 * side)  # filter byte "none", then the pixels
     data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +96,26 @@ def server(detector, tmp_path_factory):
     from yolor_keras.export import export_saved_model
 
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
+    export_saved_model(
+        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
+    )
     rest_port, grpc_port = free_port(), free_port()
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "yolor_keras.cli", "serve", str(root), "--port", str(rest_port),
-         "--grpc-port", str(grpc_port)],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        [
+            sys.executable,
+            "-m",
+            "yolor_keras.cli",
+            "serve",
+            str(root),
+            "--port",
+            str(rest_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     url = f"http://127.0.0.1:{rest_port}"
     try:
@@ -134,7 +148,9 @@ def assert_answers_normally(url, detector):
     from yolor_keras.serving import Client
 
     image = scene(90, 150, seed=11)
-    want = Predictor(detector, image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS).predict([image])
+    want = Predictor(detector, image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS).predict(
+        [image]
+    )
     got = Client(url, "tiny").predict([image])
     assert len(want[0]["scores"]) > 0
     np.testing.assert_allclose(got[0]["boxes"], want[0]["boxes"], rtol=1e-5, atol=1e-3)
@@ -172,16 +188,28 @@ def test_grpc_declared_shapes_are_refused_before_any_allocation(server):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(grpc_target))
     attacks = [
         # 12.9 GB of uint8 if filled in; refused on its pixel count alone.
-        (grpc_request([64, 8192, 8192, 3], types_pb2.DT_UINT8, "predict_images"), "RESOURCE_EXHAUSTED",
-         "671088640 pixels decoded at once"),
+        (
+            grpc_request([64, 8192, 8192, 3], types_pb2.DT_UINT8, "predict_images"),
+            "RESOURCE_EXHAUSTED",
+            "671088640 pixels decoded at once",
+        ),
         # Within every size limit, but 100663296 values declared and one sent:
         # the old server repeated it, allocated 845 MB and ran the model.
-        (grpc_request([2, 4096, 4096, 3], types_pb2.DT_UINT8, "predict_images", int_val=[7]),
-         "INVALID_ARGUMENT", "100663296 values) but int_val holds 1"),
-        (grpc_request([2**40], types_pb2.DT_STRING, "serving_default", string_val=[b"x"]),
-         "INVALID_ARGUMENT", "holds 1099511627776 images; at most 64"),
-        (grpc_request([3], types_pb2.DT_STRING, "serving_default", string_val=[b"x"]),
-         "INVALID_ARGUMENT", "declares 3 images but string_val holds 1"),
+        (
+            grpc_request([2, 4096, 4096, 3], types_pb2.DT_UINT8, "predict_images", int_val=[7]),
+            "INVALID_ARGUMENT",
+            "100663296 values) but int_val holds 1",
+        ),
+        (
+            grpc_request([2**40], types_pb2.DT_STRING, "serving_default", string_val=[b"x"]),
+            "INVALID_ARGUMENT",
+            "holds 1099511627776 images; at most 64",
+        ),
+        (
+            grpc_request([3], types_pb2.DT_STRING, "serving_default", string_val=[b"x"]),
+            "INVALID_ARGUMENT",
+            "declares 3 images but string_val holds 1",
+        ),
     ]
     peak_before = peak_rss_bytes(process.pid)
     for request, code, message in attacks:
@@ -228,7 +256,9 @@ def run_asgi(app, chunks, headers=()):
     scope = {"type": "http", "method": "POST", "path": "/", "headers": list(headers)}
     asyncio.run(app(scope, receive, send))
     start = next(message for message in sent if message["type"] == "http.response.start")
-    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    body = b"".join(
+        message.get("body", b"") for message in sent if message["type"] == "http.response.body"
+    )
     return start["status"], body
 
 
@@ -272,8 +302,10 @@ def test_flood_of_huge_blank_pngs_stays_under_the_memory_bound(server, detector)
 
     def post(_):
         return requests.post(
-            f"{url}/v1/models/tiny:predict", data=body,
-            headers={"content-type": "application/json"}, timeout=120,
+            f"{url}/v1/models/tiny:predict",
+            data=body,
+            headers={"content-type": "application/json"},
+            timeout=120,
         )
 
     start = time.monotonic()
@@ -306,24 +338,34 @@ def test_concurrent_huge_images_queue_for_the_pixel_budget(server, detector):
 
     def post(_):
         return requests.post(
-            f"{url}/v1/models/tiny:predict", data=body,
-            headers={"content-type": "application/json"}, timeout=300,
+            f"{url}/v1/models/tiny:predict",
+            data=body,
+            headers={"content-type": "application/json"},
+            timeout=300,
         )
 
     with futures.ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(post, range(8)))
     peak = peak_rss_bytes(process.pid)
-    print(f"8 concurrent 8192² images: statuses {[r.status_code for r in responses]}, "
-          f"server peak RSS {peak / GIB:.2f} GiB")
+    print(
+        f"8 concurrent 8192² images: statuses {[r.status_code for r in responses]}, "
+        f"server peak RSS {peak / GIB:.2f} GiB"
+    )
     assert {response.status_code for response in responses} <= {200, 503}
-    answered = [response.json()["predictions"][0] for response in responses if response.status_code == 200]
+    answered = [
+        response.json()["predictions"][0] for response in responses if response.status_code == 200
+    ]
     assert answered
     for prediction in answered:
         count = prediction["num_detections"]
         assert count == len(reference["scores"])
         boxes = np.asarray(prediction["detection_boxes"][:count]).reshape(-1, 4)[:, [1, 0, 3, 2]]
-        np.testing.assert_allclose(boxes, reference["boxes"] * 8192 / IMAGE_SIZE, rtol=1e-5, atol=0.1)
-        np.testing.assert_allclose(prediction["detection_scores"][:count], reference["scores"], rtol=1e-5)
+        np.testing.assert_allclose(
+            boxes, reference["boxes"] * 8192 / IMAGE_SIZE, rtol=1e-5, atol=0.1
+        )
+        np.testing.assert_allclose(
+            prediction["detection_scores"][:count], reference["scores"], rtol=1e-5
+        )
     for response in responses:
         if response.status_code == 503:
             assert "The server is busy" in response.json()["error"]
@@ -374,7 +416,11 @@ def test_exported_graph_decodes_at_most_ten_images_at_once(server):
     nodes = list(graph_def.node) + [
         node for function in graph_def.library.function for node in function.node_def
     ]
-    loops = [node.attr["parallel_iterations"].i for node in nodes if node.op in ("While", "StatelessWhile")]
+    loops = [
+        node.attr["parallel_iterations"].i
+        for node in nodes
+        if node.op in ("While", "StatelessWhile")
+    ]
     # One loop decodes the batch (map_fn); none runs more than 10 at once.
     assert loops and max(loops) <= PARALLEL_DECODES
 

@@ -94,7 +94,12 @@ def make_batcher():
 def test_requests_that_fill_a_batch_run_in_one_call_and_get_their_own_rows(make_batcher):
     model = RecordingModel()
     batcher = make_batcher(max_batch_size=8)
-    requests = [strings(b"a"), strings(b"bb", b"ccc"), strings(b"dddd", b"e", b"ff"), strings(b"g", b"hh")]
+    requests = [
+        strings(b"a"),
+        strings(b"bb", b"ccc"),
+        strings(b"dddd", b"e", b"ff"),
+        strings(b"g", b"hh"),
+    ]
     pending = [batcher.submit(model, request) for request in requests]
     results = [future.result(timeout=10) for future in pending]
     # 1 + 2 + 3 + 2 = 8 images: full, so it ran at once despite the 5 s timeout.
@@ -224,7 +229,9 @@ def test_options_and_flags_are_checked():
     assert parse() is None
     assert parse("--enable-batching") == BatchingOptions(64, 0, 1)
     # TF Serving's parameter names; a timeout alone turns batching on.
-    assert parse("--max-batch-size", "16", "--batch-timeout-micros", "2000") == BatchingOptions(16, 2000, 1)
+    assert parse("--max-batch-size", "16", "--batch-timeout-micros", "2000") == BatchingOptions(
+        16, 2000, 1
+    )
     assert parse("--num-batch-threads", "2") == BatchingOptions(64, 0, 2)
     with pytest.raises(SystemExit):
         parse("--batch-timeout-micros", "-5")
@@ -241,7 +248,9 @@ def detector():
 @pytest.fixture(scope="module")
 def export_root(detector, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
+    export_saved_model(
+        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
+    )
     return root
 
 

@@ -54,29 +54,62 @@ def test_complete_protos_give_the_same_values_as_make_ndarray():
 @pytest.mark.parametrize(
     "tensor, dtype, message",
     [
-        (proto(types_pb2.DT_UINT8, [1, 2, 2, 3], tensor_content=b"\0" * 12), tf.string,
-         "has dtype DT_UINT8; the signature takes DT_STRING"),
-        (proto(types_pb2.DT_STRING, [2, 1], string_val=[b"a", b"b"]), tf.string, "must have rank 1"),
+        (
+            proto(types_pb2.DT_UINT8, [1, 2, 2, 3], tensor_content=b"\0" * 12),
+            tf.string,
+            "has dtype DT_UINT8; the signature takes DT_STRING",
+        ),
+        (
+            proto(types_pb2.DT_STRING, [2, 1], string_val=[b"a", b"b"]),
+            tf.string,
+            "must have rank 1",
+        ),
         (proto(types_pb2.DT_STRING, [-1], string_val=[b"a"]), tf.string, "negative dims"),
         (proto(types_pb2.DT_STRING, [0]), tf.string, "empty batch"),
-        (proto(types_pb2.DT_STRING, [5], string_val=[b"a"] * 5), tf.string, "holds 5 images; at most 4"),
+        (
+            proto(types_pb2.DT_STRING, [5], string_val=[b"a"] * 5),
+            tf.string,
+            "holds 5 images; at most 4",
+        ),
         # make_ndarray would repeat the last string to fill the declared 4.
-        (proto(types_pb2.DT_STRING, [4], string_val=[b"a"]), tf.string,
-         "declares 4 images but string_val holds 1"),
-        (proto(types_pb2.DT_STRING, [1], string_val=[b"a"], tensor_content=b"a"), tf.string,
-         "not tensor_content"),
-        (proto(types_pb2.DT_STRING, [1], string_val=[b"a"], float_val=[1.0]), tf.string,
-         "carries values in float_val"),
-        (proto(types_pb2.DT_UINT8, [1, 2, 2]), tf.uint8, "must have dims [batch, height, width, 3]"),
+        (
+            proto(types_pb2.DT_STRING, [4], string_val=[b"a"]),
+            tf.string,
+            "declares 4 images but string_val holds 1",
+        ),
+        (
+            proto(types_pb2.DT_STRING, [1], string_val=[b"a"], tensor_content=b"a"),
+            tf.string,
+            "not tensor_content",
+        ),
+        (
+            proto(types_pb2.DT_STRING, [1], string_val=[b"a"], float_val=[1.0]),
+            tf.string,
+            "carries values in float_val",
+        ),
+        (
+            proto(types_pb2.DT_UINT8, [1, 2, 2]),
+            tf.uint8,
+            "must have dims [batch, height, width, 3]",
+        ),
         (proto(types_pb2.DT_UINT8, [1, 0, 2, 3]), tf.uint8, "must not be empty"),
         (proto(types_pb2.DT_UINT8, [1, 11, 10, 3]), tf.uint8, "110 pixels are too large"),
         # make_ndarray would pad these to 1 x 10 x 10 x 3 (np.pad, "edge").
-        (proto(types_pb2.DT_UINT8, [1, 10, 10, 3], int_val=[7]), tf.uint8,
-         "(300 values) but int_val holds 1"),
-        (proto(types_pb2.DT_UINT8, [1, 10, 10, 3], tensor_content=b"\0" * 299), tf.uint8,
-         "(300 bytes) but tensor_content holds 299"),
-        (proto(types_pb2.DT_UINT8, [1, 1, 1, 3], tensor_content=b"\0" * 3, int_val=[0, 0, 0]), tf.uint8,
-         "both tensor_content and int_val"),
+        (
+            proto(types_pb2.DT_UINT8, [1, 10, 10, 3], int_val=[7]),
+            tf.uint8,
+            "(300 values) but int_val holds 1",
+        ),
+        (
+            proto(types_pb2.DT_UINT8, [1, 10, 10, 3], tensor_content=b"\0" * 299),
+            tf.uint8,
+            "(300 bytes) but tensor_content holds 299",
+        ),
+        (
+            proto(types_pb2.DT_UINT8, [1, 1, 1, 3], tensor_content=b"\0" * 3, int_val=[0, 0, 0]),
+            tf.uint8,
+            "both tensor_content and int_val",
+        ),
         (proto(types_pb2.DT_UINT8, [1, 1, 1, 3], int_val=[0, 256, 0]), tf.uint8, "in [0, 255]"),
     ],
 )
@@ -157,8 +190,13 @@ def test_unexpected_grpc_errors_are_internal_with_a_generic_message(caplog):
 
 def test_unexpected_rest_errors_are_500_with_a_generic_message(caplog):
     with caplog.at_level(logging.ERROR):
-        status, content = predict_payload(FakeServed(secret_failure), {"instances": [{"b64": "eA=="}]})
-    assert (status, content) == (500, {"error": "Internal server error; the details are in the server's log."})
+        status, content = predict_payload(
+            FakeServed(secret_failure), {"instances": [{"b64": "eA=="}]}
+        )
+    assert (status, content) == (
+        500,
+        {"error": "Internal server error; the details are in the server's log."},
+    )
     assert "/srv/secret/weights.h5" in caplog.text
 
 
@@ -167,7 +205,8 @@ def test_rest_statuses_of_known_failures():
         raise RequestTooLarge("too many pixels")
 
     assert predict_payload(FakeServed(too_large), b'{"instances": [{"b64": "eA=="}]}') == (
-        413, {"error": "too many pixels"}
+        413,
+        {"error": "too many pixels"},
     )
     status, content = predict_payload(FakeServed(secret_failure), b"[" * 100_000)
     assert status == 400 and "Unrecognized request format" in content["error"]

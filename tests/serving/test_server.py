@@ -46,15 +46,30 @@ def detector():
 def server(detector, tmp_path_factory):
     """`(rest_url, grpc_target, rest_port)` of a running `yolor serve`."""
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
+    export_saved_model(
+        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
+    )
     # A second version (same weights) to exercise version routing.
     shutil.copytree(root / "tiny" / "1", root / "tiny" / "2")
     rest_port, grpc_port = free_port(), free_port()
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "yolor_keras.cli", "serve", str(root), "--host", "127.0.0.1",
-         "--port", str(rest_port), "--grpc-port", str(grpc_port)],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        [
+            sys.executable,
+            "-m",
+            "yolor_keras.cli",
+            "serve",
+            str(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(rest_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     url = f"http://127.0.0.1:{rest_port}"
     try:
@@ -159,9 +174,15 @@ def test_columnar_requests_answer_columns(server, images, expected):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"instances": [{"b64": base64.b64encode(b"plain text, not an image").decode()}]}, "Not an image"),
+        (
+            {"instances": [{"b64": base64.b64encode(b"plain text, not an image").decode()}]},
+            "Not an image",
+        ),
         ({"instances": []}, "empty batch"),
-        ({"instances": [{"b64": base64.b64encode(png_header_only(20000, 20000)).decode()}]}, "too large"),
+        (
+            {"instances": [{"b64": base64.b64encode(png_header_only(20000, 20000)).decode()}]},
+            "too large",
+        ),
         ({"instances": [{"b64": "%%%"}]}, "not valid base64"),
         ({"pictures": []}, '"instances" or "inputs"'),
         ("{not json", "Unrecognized request format"),

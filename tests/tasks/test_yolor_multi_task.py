@@ -162,8 +162,7 @@ def test_implicit_forms_set_the_implicit_parameters_of_a_head(form, parameters_p
     implicit = parameters_per_vector(pooled) + parameters_per_vector(NUM_LABELS)
     # The backbone holds the neck too.
     assert model.count_params() == (
-        model.backbone.count_params()
-        + pooled_head_parameters(model, NUM_LABELS, implicit)
+        model.backbone.count_params() + pooled_head_parameters(model, NUM_LABELS, implicit)
     )
     layers = model.head_layers("classification")
     implicit_layers = [layer for layer in layers if isinstance(layer, ImplicitKnowledge)]

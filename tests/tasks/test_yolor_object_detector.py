@@ -42,7 +42,9 @@ def test_hand_built_task_trains_at_the_official_gradient_scale(task):
     # Non-default settings reach the loss.
     task.compile(optimizer="sgd", box_gain=0.1, cls_gain=0.2, loss_scale=2.0)
     by_hand = YOLORLoss(task.anchors, task.strides, 3, box_gain=0.1, cls_gain=0.2)(LABELS, raw)
-    np.testing.assert_allclose(float(task.compute_loss(y=LABELS, y_pred=raw)), 2 * float(by_hand), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(task.compute_loss(y=LABELS, y_pred=raw)), 2 * float(by_hand), rtol=1e-6
+    )
 
 
 def test_training_without_compile_is_refused(task):
@@ -60,7 +62,9 @@ def test_predict_returns_final_detections_of_the_prediction_decoder(task):
     expected = non_max_suppression(decoded, conf_threshold=0.0, iou_threshold=0.5, max_detections=7)
     assert set(predicted) == {"boxes", "scores", "classes", "num_detections"}
     for name in expected:
-        np.testing.assert_allclose(predicted[name], np.asarray(expected[name]), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            predicted[name], np.asarray(expected[name]), rtol=1e-5, atol=1e-4
+        )
     assert predicted["boxes"].shape == (2, 7, 4)
     # The decoder's settings survive the config.
     restored = YOLORObjectDetector.from_config(model.get_config())
@@ -86,18 +90,28 @@ def test_presets_load_weights_on_backbone_and_task(task, tmp_path):
 def test_more_heads_are_the_same_task(task):
     model = YOLORObjectDetector(
         task.backbone,
-        heads=[EmbeddingHead(16, implicit="factorization"), DetectionHead(3), ClassificationHead(4)],
+        heads=[
+            EmbeddingHead(16, implicit="factorization"),
+            DetectionHead(3),
+            ClassificationHead(4),
+        ],
     )
     assert model.head_names == ("detection", "classification", "embedding")
     outputs = model(IMAGES)
     assert sorted(outputs) == ["classification", "detection", "embedding"]
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(outputs["embedding"]), axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(outputs["embedding"]), axis=-1), 1.0, rtol=1e-5
+    )
     results = model.detect(IMAGES)
     np.testing.assert_allclose(
-        results["label_probabilities"], 1 / (1 + np.exp(-np.asarray(outputs["classification"]))), rtol=1e-5
+        results["label_probabilities"],
+        1 / (1 + np.exp(-np.asarray(outputs["classification"]))),
+        rtol=1e-5,
     )
     # One compile, one summed loss: detection + weight x classification (+ embedding).
-    model.compile(optimizer="sgd", loss_scale=1.0, loss_weights={"classification": 0.5, "embedding": 0.0})
+    model.compile(
+        optimizer="sgd", loss_scale=1.0, loss_weights={"classification": 0.5, "embedding": 0.0}
+    )
     labels = np.array([[1, 0, 0, 1], [0, 1, 0, 0]], "float32")
     targets = {"detection": LABELS, "classification": labels, "embedding": np.array([0, 0])}
     value = float(model.compute_loss(y=targets, y_pred=outputs))

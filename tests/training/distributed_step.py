@@ -27,7 +27,10 @@ def make_batch():
     # Every image has the same targets, so each replica's share of the
     # batch has the same number of assignments and the per-replica box and
     # class means add up to the single-device mean exactly.
-    boxes = np.tile(np.array([[[8, 10, 40, 50], [30, 20, 60, 44], [0, 0, 0, 0]]], "float32"), (GLOBAL_BATCH, 1, 1))
+    boxes = np.tile(
+        np.array([[[8, 10, 40, 50], [30, 20, 60, 44], [0, 0, 0, 0]]], "float32"),
+        (GLOBAL_BATCH, 1, 1),
+    )
     classes = np.tile(np.array([[1, 2, -1]], "int32"), (GLOBAL_BATCH, 1))
     return images, {"boxes": boxes, "classes": classes}
 
@@ -62,7 +65,9 @@ def main(mode, out_path):
             loss_scale=float(GLOBAL_BATCH),
         )
     if os.environ.get("SAVE_INITIAL"):
-        np.savez(out_path + ".initial.npz", **{f"{i}": np.array(v) for i, v in enumerate(task.weights)})
+        np.savez(
+            out_path + ".initial.npz", **{f"{i}": np.array(v) for i, v in enumerate(task.weights)}
+        )
     images, labels = make_batch()
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(STEPS)
     options = tf.data.Options()
@@ -74,8 +79,10 @@ def main(mode, out_path):
         def local_dataset(context):
             half = context.get_per_replica_batch_size(GLOBAL_BATCH)
             start = context.input_pipeline_id * half
-            local = (images[start:start + half],
-                     {key: value[start:start + half] for key, value in labels.items()})
+            local = (
+                images[start : start + half],
+                {key: value[start : start + half] for key, value in labels.items()},
+            )
             return tf.data.Dataset.from_tensors(local).repeat(STEPS)
 
         dataset = strategy.distribute_datasets_from_function(local_dataset)

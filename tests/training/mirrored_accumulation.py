@@ -31,8 +31,13 @@ def run(strategy):
         x = keras.layers.BatchNormalization(synchronized=True)(x)
         model = keras.Model(inputs, x)
         optimizer = YOLORSGD(
-            learning_rate=0.01, momentum=0.5, ema_ramp=2.0, gradient_accumulation_steps=2,
-            accumulation_warmup_steps=3, accumulation_ratio=2.0, steps_per_epoch=5,
+            learning_rate=0.01,
+            momentum=0.5,
+            ema_ramp=2.0,
+            gradient_accumulation_steps=2,
+            accumulation_warmup_steps=3,
+            accumulation_ratio=2.0,
+            steps_per_epoch=5,
         )
         model.compile(optimizer=optimizer, loss="mse")
         average_batchnorm_statistics(model)
@@ -49,9 +54,13 @@ def run(strategy):
 
 single = run(tf.distribute.get_strategy())
 mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-print(json.dumps({
-    "raw": max(float(np.abs(a - b).max()) for a, b in zip(single[0], mirrored[0])),
-    "ema": max(float(np.abs(a - b).max()) for a, b in zip(single[1], mirrored[1])),
-    "ema_moved": max(float(np.abs(a - b).max()) for a, b in zip(single[0], single[1])),
-    "updates": [single[2], mirrored[2]],
-}))
+print(
+    json.dumps(
+        {
+            "raw": max(float(np.abs(a - b).max()) for a, b in zip(single[0], mirrored[0])),
+            "ema": max(float(np.abs(a - b).max()) for a, b in zip(single[1], mirrored[1])),
+            "ema_moved": max(float(np.abs(a - b).max()) for a, b in zip(single[0], single[1])),
+            "updates": [single[2], mirrored[2]],
+        }
+    )
+)

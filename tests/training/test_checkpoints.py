@@ -20,8 +20,16 @@ from yolor_keras.training.trainer import RunDirectoryError
 from yolor_keras.training.trainer import prepare_run_directory
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-HYP = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1.0,
-           warmup_momentum=0.8, warmup_bias_lr=0.1, warmup_min_steps=2)
+HYP = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=1.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+    warmup_min_steps=2,
+)
 
 
 def tiny_task(seed=0):
@@ -33,10 +41,16 @@ def tiny_task(seed=0):
 
     keras.utils.set_random_seed(seed)
     task = YOLORObjectDetector.from_preset(
-        "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
+        "yolor_p6",
+        num_classes=2,
+        width_multiplier=0.125,
+        depth_multiplier=0.33,
+        class_names=["a", "b"],
     )
     task.compile(
-        optimizer=build_optimizer(HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        optimizer=build_optimizer(
+            HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
+        ),
         **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
     )
     task.optimizer.build(task.trainable_variables)
@@ -104,7 +118,10 @@ def test_a_state_that_disagrees_with_the_optimizer_step_is_refused(task, tmp_pat
     state["step"] += 1
     state["updates"] += 1
     (folder / "state.json").write_text(json.dumps(state))
-    with pytest.raises(CheckpointError, match=r"optimizer restored from task.keras is at batch step \d+ .* records step"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"optimizer restored from task.keras is at batch step \d+ .* records step",
+    ):
         load_checkpoint(str(folder))
 
 
@@ -123,7 +140,10 @@ def test_new_run_refuses_a_non_empty_out_unless_resume_or_exist_ok(tmp_path):
     (out / "checkpoint.json").write_text('{"latest": "epoch_000", "previous": null}')
     (out / "results.csv").write_text("epoch,loss\n0,1.0\n")
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(RunDirectoryError, match=r"is not empty \(checkpoint.json, checkpoints, notes.txt, results.csv\)"):
+    with pytest.raises(
+        RunDirectoryError,
+        match=r"is not empty \(checkpoint.json, checkpoints, notes.txt, results.csv\)",
+    ):
         prepare_run_directory(str(out))
     prepare_run_directory(str(out), resume=True)  # there is a checkpoint to resume
     prepare_run_directory(str(out), exist_ok=True)
@@ -140,11 +160,27 @@ def test_cli_refuses_a_non_empty_out_with_a_clear_error_and_no_traceback(tmp_pat
     (out / "checkpoint.json").write_text('{"latest": "epoch_004", "previous": "epoch_003"}')
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-m", "yolor_keras.cli", "train", "--data", str(tmp_path / "data"), "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "yolor_keras.cli",
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"yolor train: error: The output directory {out} is not empty (checkpoint.json)" in result.stderr
+    assert (
+        f"yolor train: error: The output directory {out} is not empty (checkpoint.json)"
+        in result.stderr
+    )
     assert "--resume" in result.stderr and "--exist-ok" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert (out / "checkpoint.json").read_text().startswith('{"latest": "epoch_004"')
@@ -160,7 +196,9 @@ def test_results_log_keeps_columns_aligned_and_replaces_epochs_trained_again(tmp
     log.on_epoch_end(2, {"loss": 1.5, "box": 0.3})
     # A run resumed from the checkpoint after epoch 1 trains epoch 2 again,
     # in a new process, and evaluates it.
-    ResultsLog(str(path)).on_epoch_end(2, {"loss": 1.25, "box": 0.25, "val_mAP": 0.125, "val_mAP50": 0.5})
+    ResultsLog(str(path)).on_epoch_end(
+        2, {"loss": 1.25, "box": 0.25, "val_mAP": 0.125, "val_mAP50": 0.5}
+    )
     assert path.read_text().splitlines() == [
         "epoch,box,loss,val_mAP,val_mAP50",
         "0,0.5,3.0,,",

@@ -63,7 +63,9 @@ def test_mirrored_step_equals_single_device_step(single_device, tmp_path):
     mirrored, _ = _load(tmp_path / "mirrored.npz")
     moved = 0
     for index, (start, expected, actual) in enumerate(zip(initial, reference, mirrored)):
-        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6, err_msg=f"weight {index}")
+        np.testing.assert_allclose(
+            actual, expected, rtol=1e-4, atol=1e-6, err_msg=f"weight {index}"
+        )
         if trainable[index]:
             update, mirrored_update = expected - start, actual - start
             norm = np.linalg.norm(update)
@@ -101,6 +103,6 @@ def test_multi_worker_fit_ends_with_identical_weights(single_device, tmp_path):
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     # Both workers took the same step as one device on the whole batch.
-    for start, expected, actual in zip(initial, reference, first):
+    for _, expected, actual in zip(initial, reference, first):
         np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-6)
     assert any(not np.allclose(a, b) for a, b in zip(initial, first))

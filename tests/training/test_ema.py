@@ -49,8 +49,9 @@ def test_ema_of_batchnorm_statistics_is_the_closed_form_average(accumulation):
     kwargs = {}
     if accumulation == "official":
         # Accumulation 1, 2 (1.5 rounds to even), 2, ...: steps at ni = 0, 2, 4.
-        kwargs = dict(gradient_accumulation_steps=2, accumulation_warmup_steps=2,
-                      accumulation_ratio=2.0)
+        kwargs = dict(
+            gradient_accumulation_steps=2, accumulation_warmup_steps=2, accumulation_ratio=2.0
+        )
     optimizer = YOLORSGD(learning_rate=0.1, momentum=0.0, ema_ramp=RAMP, **kwargs)
     model.compile(optimizer=optimizer, loss="mse")
     assert average_batchnorm_statistics(model) == 2
@@ -60,7 +61,9 @@ def test_ema_of_batchnorm_statistics_is_the_closed_form_average(accumulation):
     kernel = model.layers[1].kernel
     recorder = _Recorder(bn, kernel)
     average_kernel = np.array(kernel)  # the EMA starts as a copy of the model
-    model.fit(images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
+    model.fit(
+        images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[recorder]
+    )
 
     mean, variance = np.zeros(3), np.ones(3)
     updates = 0
@@ -150,14 +153,17 @@ def test_saved_detector_has_averaged_statistics(tiny_task, tmp_path):
     path = save_ema_detector(task, str(tmp_path / "model.keras"))
     saved = keras.saving.load_model(path)
     by_name = {
-        layer.name: layer for layer in saved._flatten_layers()
+        layer.name: layer
+        for layer in saved._flatten_layers()
         if isinstance(layer, keras.layers.BatchNormalization)
     }
     assert len(by_name) == len(bn_layers)
     for index, layer in enumerate(bn_layers):
         saved_layer = by_name[layer.name]
         np.testing.assert_array_equal(np.array(saved_layer.moving_mean), averages[2 * index])
-        np.testing.assert_array_equal(np.array(saved_layer.moving_variance), averages[2 * index + 1])
+        np.testing.assert_array_equal(
+            np.array(saved_layer.moving_variance), averages[2 * index + 1]
+        )
     # Training goes on with the raw statistics.
     for (statistic, _), value in zip(task.optimizer.statistic_pairs(), raw):
         np.testing.assert_array_equal(np.array(statistic), value)

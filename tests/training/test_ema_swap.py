@@ -36,7 +36,9 @@ def trained():
     task = YOLORObjectDetector.from_preset(
         "yolor_p6", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33
     )
-    task.compile(optimizer=YOLORSGD(learning_rate=0.05, momentum=0.9, ema_decay=DECAY, ema_ramp=RAMP))
+    task.compile(
+        optimizer=YOLORSGD(learning_rate=0.05, momentum=0.9, ema_decay=DECAY, ema_ramp=RAMP)
+    )
     optimizer = task.optimizer
     weights = list(task.trainable_variables)
     statistics = [statistic for statistic, _ in optimizer.statistic_pairs()]
@@ -47,12 +49,18 @@ def trained():
         # What a training-mode forward pass does to the statistics.
         for statistic in statistics:
             shift = rng.normal(size=statistic.shape) * 0.3
-            value = np.abs(np.array(statistic) + shift) if "variance" in statistic.path else np.array(statistic) + shift
+            value = (
+                np.abs(np.array(statistic) + shift)
+                if "variance" in statistic.path
+                else np.array(statistic) + shift
+            )
             statistic.assign(value.astype("float32"))
         gradients = [rng.normal(size=w.shape).astype("float32") for w in weights]
         optimizer.apply_gradients(zip(gradients, weights))
         decay = DECAY * (1.0 - math.exp(-update / RAMP))
-        ema_weights_ref = [decay * e + (1 - decay) * w for e, w in zip(ema_weights_ref, _values(weights))]
+        ema_weights_ref = [
+            decay * e + (1 - decay) * w for e, w in zip(ema_weights_ref, _values(weights))
+        ]
         ema_statistics_ref = [
             decay * e + (1 - decay) * s for e, s in zip(ema_statistics_ref, _values(statistics))
         ]
@@ -67,7 +75,11 @@ def _assert_ema(variables, expected):
     for variable in variables:
         if id(variable) in expected:
             np.testing.assert_allclose(
-                np.array(variable), expected[id(variable)], rtol=1e-5, atol=1e-6, err_msg=variable.path
+                np.array(variable),
+                expected[id(variable)],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=variable.path,
             )
             checked += 1
     return checked
@@ -106,7 +118,9 @@ def test_evaluation_sees_the_ema_and_training_gets_its_raw_weights_back(trained,
     held = [v for v in variables if id(v) in expected]
     assert len(held) == len(variables)  # nothing in the detector escapes the EMA
     for variable, value in zip(variables, seen["values"]):
-        np.testing.assert_allclose(value, expected[id(variable)], rtol=1e-5, atol=1e-6, err_msg=variable.path)
+        np.testing.assert_allclose(
+            value, expected[id(variable)], rtol=1e-5, atol=1e-6, err_msg=variable.path
+        )
     # Afterwards: the raw values, bit for bit.
     for variable, value in zip(variables, raw):
         np.testing.assert_array_equal(np.array(variable), value, err_msg=variable.path)

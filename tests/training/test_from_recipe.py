@@ -23,7 +23,15 @@ from yolor_keras.training.optimizer import build_optimizer
 from yolor_keras.training.recipe import loss_settings
 from yolor_keras.training.recipe import recipe_from_dict
 
-LOSS = {"box": 0.07, "cls": 0.3, "cls_pw": 1.5, "obj": 0.7, "obj_pw": 2.0, "anchor_t": 3.0, "fl_gamma": 1.5}
+LOSS = {
+    "box": 0.07,
+    "cls": 0.3,
+    "cls_pw": 1.5,
+    "obj": 0.7,
+    "obj_pw": 2.0,
+    "anchor_t": 3.0,
+    "fl_gamma": 1.5,
+}
 OPTIMIZER = {
     "lr0": 0.02, "lrf": 0.1, "momentum": 0.9, "weight_decay": 0.001, "warmup_epochs": 2.0,
     "warmup_momentum": 0.7, "warmup_bias_lr": 0.05, "warmup_min_steps": 5, "ema_decay": 0.999,
@@ -42,10 +50,7 @@ def task():
 def _batch(task):
     """Random raw outputs at 128 px and two labelled images."""
     rng = np.random.default_rng(1)
-    raw = [
-        rng.normal(size=(2, 128 // s, 128 // s, 3, 8)).astype("float32")
-        for s in task.strides
-    ]
+    raw = [rng.normal(size=(2, 128 // s, 128 // s, 3, 8)).astype("float32") for s in task.strides]
     labels = {
         "boxes": np.array(
             [[[10, 12, 50, 70], [60, 20, 120, 60], [0, 0, 0, 0]],
@@ -74,7 +79,9 @@ def test_loss_settings_maps_every_recipe_loss_key_to_its_compile_argument():
     # What the trainer compiles with: the mapping above, the detector's
     # weight 1 and the loss scale of batch 64 at the nominal batch 64.
     assert loss_settings(RECIPE) == {
-        **_compile_arguments(RECIPE), "loss_scale": 64.0, "loss_weights": {"detection": 1.0}
+        **_compile_arguments(RECIPE),
+        "loss_scale": 64.0,
+        "loss_weights": {"detection": 1.0},
     }
 
 
@@ -83,14 +90,20 @@ def test_recipe_loss_values_reach_the_tasks_loss(task):
     settings = task.loss_settings
     assert (settings["box_gain"], settings["cls_gain"], settings["obj_gain"]) == (0.07, 0.3, 0.7)
     assert (settings["cls_pos_weight"], settings["obj_pos_weight"]) == (1.5, 2.0)
-    assert (settings["anchor_t"], settings["focal_gamma"], settings["loss_scale"]) == (3.0, 1.5, 24.0)
+    assert (settings["anchor_t"], settings["focal_gamma"], settings["loss_scale"]) == (
+        3.0,
+        1.5,
+        24.0,
+    )
 
     by_hand = YOLORLoss(
         task.anchors, task.strides, num_classes=3, box_gain=0.07, obj_gain=0.7,
         cls_gain=0.3, anchor_t=3.0, cls_pos_weight=1.5, obj_pos_weight=2.0, focal_gamma=1.5,
     )  # fmt: skip
     raw, labels = _batch(task)
-    expected = {k: keras.ops.convert_to_numpy(v) for k, v in by_hand.compute_components(labels, raw).items()}
+    expected = {
+        k: keras.ops.convert_to_numpy(v) for k, v in by_hand.compute_components(labels, raw).items()
+    }
     assert expected["box"].min() > 0 and expected["cls"].min() > 0  # every term is in play
     got = task.head_losses["detection"].compute_components(labels, raw)
     for name in ("box", "obj", "cls", "loss"):

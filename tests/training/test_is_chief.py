@@ -32,9 +32,7 @@ CASES = [
 
 def _tensorflow_rule(config):
     resolver = TFConfigClusterResolver()
-    return multi_worker_util.is_chief(
-        resolver.cluster_spec(), resolver.task_type, resolver.task_id
-    )
+    return multi_worker_util.is_chief(resolver.cluster_spec(), resolver.task_type, resolver.task_id)
 
 
 @pytest.mark.parametrize("cluster, kind, index, expected", CASES)
@@ -70,7 +68,9 @@ def test_a_single_process_is_the_chief(value, monkeypatch):
     assert is_chief() is True
 
 
-@pytest.mark.parametrize("value", ["{not json", '{"task": {"type": "worker", "index": "x"}}', "[1]"])
+@pytest.mark.parametrize(
+    "value", ["{not json", '{"task": {"type": "worker", "index": "x"}}', "[1]"]
+)
 def test_a_malformed_tf_config_is_a_clear_error(value, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", value)
     with pytest.raises(ValueError, match="TF_CONFIG is not a valid cluster configuration"):

@@ -18,7 +18,11 @@ def test_tiny_yolor_reaches_map50_of_one_half(tmp_path):
     generate_dataset(str(tmp_path / "data"), **DEMO_DATA)
     recipe = recipe_from_dict(DEMO_RECIPE, source="demo recipe")
     result = train(
-        str(tmp_path / "data"), out_dir=str(tmp_path / "run"), recipe=recipe, verbose=2, **DEMO_MODEL
+        str(tmp_path / "data"),
+        out_dir=str(tmp_path / "run"),
+        recipe=recipe,
+        verbose=2,
+        **DEMO_MODEL,
     )
     assert result.metrics is not None
     assert result.metrics["mAP50"] >= 0.5, result.metrics

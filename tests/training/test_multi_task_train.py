@@ -19,7 +19,12 @@ from yolor_keras.training.trainer import initial_task
 HEADS = {
     "detection": {"implicit": "vector", "loss_weight": 1.0},
     "classification": {"implicit": "network", "loss_weight": 0.5, "hidden_units": 16},
-    "embedding": {"implicit": "factorization", "loss_weight": 0.25, "hidden_units": 16, "embedding_dim": 8},
+    "embedding": {
+        "implicit": "factorization",
+        "loss_weight": 0.25,
+        "hidden_units": 16,
+        "embedding_dim": 8,
+    },
 }
 RECIPE = {
     "train": {"model": "yolor_p6", "image_size": 64, "epochs": 2, "batch_size": 8,
@@ -104,7 +109,11 @@ def test_yolor_train_with_a_multi_head_recipe_scores_every_head_and_resumes(shap
 
     # The checkpoint keeps the recipe's loss settings; a resumed run trains the same task on.
     task, state = load_checkpoint(str(out / "checkpoints" / "epoch_001"))
-    assert task.loss_settings["loss_weights"] == {"detection": 1.0, "classification": 0.5, "embedding": 0.25}
+    assert task.loss_settings["loss_weights"] == {
+        "detection": 1.0,
+        "classification": 0.5,
+        "embedding": 0.25,
+    }
     assert task.loss_settings["loss_scale"] == 8.0
     assert state["epoch"] == 2
     assert main(args + ["--resume", "--epochs", "3"]) == 0
@@ -122,7 +131,9 @@ def test_results_csv_has_a_column_for_every_heads_scores(tmp_path):
     path = tmp_path / "results.csv"
     # Epoch 0 not evaluated: its scores are empty, and the columns stay for later epochs.
     ResultsLog(str(path), columns).on_epoch_end(0, {"loss": 2.0, "labels": 0.5})
-    ResultsLog(str(path), columns).on_epoch_end(1, {"loss": 1.5, "labels": 0.25, "val_recall_at_1": 0.75})
+    ResultsLog(str(path), columns).on_epoch_end(
+        1, {"loss": 1.5, "labels": 0.25, "val_recall_at_1": 0.75}
+    )
     assert path.read_text().splitlines() == [
         "epoch,labels,loss,val_mAP,val_mAP50,val_label_mAP,val_label_F1,val_recall_at_1",
         "0,0.5,2.0,,,,,",

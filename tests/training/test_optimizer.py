@@ -13,7 +13,6 @@ from yolor_keras.training import YOLORMomentum
 from yolor_keras.training import build_optimizer
 
 
-
 def _variables(rng):
     return [
         keras.Variable(rng.normal(size=(3, 3, 2, 4)).astype("float32"), name="kernel"),
@@ -84,7 +83,9 @@ def test_ema_follows_the_official_ramp():
         decay = 0.9999 * (1 - math.exp(-update / 2000))
         expected_average = decay * expected_average + (1 - decay) * expected_weight
     np.testing.assert_allclose(np.array(weight), expected_weight)
-    np.testing.assert_allclose(np.array(optimizer.ema_values([weight])[0]), expected_average, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.array(optimizer.ema_values([weight])[0]), expected_average, rtol=1e-5
+    )
 
 
 def test_ema_updates_once_per_accumulated_update():
@@ -97,14 +98,19 @@ def test_ema_updates_once_per_accumulated_update():
     optimizer.apply([-3 * np.ones(2, "float32")], [weight])
     np.testing.assert_allclose(np.array(weight), [2.0, 2.0])  # mean gradient -2
     decay = 0.9999 * (1 - math.exp(-1 / 2000))
-    np.testing.assert_allclose(np.array(optimizer.ema_values([weight])[0]), (1 - decay) * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.array(optimizer.ema_values([weight])[0]), (1 - decay) * 2.0, rtol=1e-5
+    )
 
 
 def test_learning_rate_schedule_by_hand():
     # 20 epochs of 100 steps, warmup 1000 steps, lr0 0.01, lrf 0.2.
     weights = YOLORLearningRate(0.01, 0.2, epochs=20, steps_per_epoch=100, warmup_steps=1000)
     biases = YOLORLearningRate(0.01, 0.2, 20, 100, 1000, warmup_start=0.1)
-    value = lambda schedule, step: float(keras.ops.convert_to_numpy(schedule(step)))
+
+    def value(schedule, step):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+
     assert value(weights, 0) == pytest.approx(0.0)
     assert value(biases, 0) == pytest.approx(0.1)
     # Step 500 is half-way through warmup, in epoch 5 of 20, where the cosine
@@ -125,8 +131,15 @@ def test_learning_rate_schedule_by_hand():
 
 
 def test_build_optimizer_accumulates_to_the_nominal_batch():
-    recipe = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4,
-                  warmup_epochs=3.0, warmup_momentum=0.8, warmup_bias_lr=0.1)
+    recipe = dict(
+        lr0=0.01,
+        lrf=0.2,
+        momentum=0.937,
+        weight_decay=5e-4,
+        warmup_epochs=3.0,
+        warmup_momentum=0.8,
+        warmup_bias_lr=0.1,
+    )
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=16)
     assert optimizer.gradient_accumulation_steps == 4
     assert optimizer.kernel_weight_decay == pytest.approx(5e-4)
@@ -137,8 +150,15 @@ def test_build_optimizer_accumulates_to_the_nominal_batch():
 
 
 def test_config_round_trip():
-    recipe = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4,
-                  warmup_epochs=3.0, warmup_momentum=0.8, warmup_bias_lr=0.1)
+    recipe = dict(
+        lr0=0.01,
+        lrf=0.2,
+        momentum=0.937,
+        weight_decay=5e-4,
+        warmup_epochs=3.0,
+        warmup_momentum=0.8,
+        warmup_bias_lr=0.1,
+    )
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=8)
     restored = YOLORSGD.from_config(optimizer.get_config())
     assert restored.get_config() == optimizer.get_config()
@@ -221,14 +241,25 @@ def test_accumulated_updates_follow_the_official_loop():
         optimizer.apply([gradient], [weight])
         np.testing.assert_allclose(np.array(weight), w, rtol=1e-5, atol=1e-6, err_msg=f"batch {ni}")
         assert int(optimizer.iterations) == updates
-    np.testing.assert_allclose(np.array(optimizer.ema_values([weight])[0]), ema, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(optimizer.ema_values([weight])[0]), ema, rtol=1e-5, atol=1e-6
+    )
     # The ramp takes more steps than a fixed accumulation of 4 would (30 // 4).
     assert updates > 30 // nominal
 
 
 def test_build_optimizer_reads_ema_decay_and_ramps_accumulation():
-    recipe = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=3.0,
-                  warmup_momentum=0.8, warmup_bias_lr=0.1, warmup_min_steps=10, ema_decay=0.99)
+    recipe = dict(
+        lr0=0.01,
+        lrf=0.2,
+        momentum=0.937,
+        weight_decay=5e-4,
+        warmup_epochs=3.0,
+        warmup_momentum=0.8,
+        warmup_bias_lr=0.1,
+        warmup_min_steps=10,
+        ema_decay=0.99,
+    )
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=24)
     assert optimizer.ema_decay == pytest.approx(0.99)
     assert optimizer.gradient_accumulation_steps == 3  # round(64 / 24)
@@ -242,7 +273,9 @@ def test_build_optimizer_reads_ema_decay_and_ramps_accumulation():
 
 def test_bad_accumulation_arguments_are_named():
     with pytest.raises(ValueError, match="accumulation_ratio"):
-        YOLORSGD(gradient_accumulation_steps=4, accumulation_warmup_steps=10, accumulation_ratio=2.0)
+        YOLORSGD(
+            gradient_accumulation_steps=4, accumulation_warmup_steps=10, accumulation_ratio=2.0
+        )
     with pytest.raises(ValueError, match="accumulation_warmup_steps"):
         YOLORSGD(gradient_accumulation_steps=2, accumulation_warmup_steps=-1)
     with pytest.raises(ValueError, match="steps_per_epoch"):

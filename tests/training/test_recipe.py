@@ -67,7 +67,9 @@ def test_paper_plan_lays_out_the_official_three_stages():
     plan = load_stage_plan(REPO / "recipes" / "paper_p6.yaml")
     assert len(plan) == len(OFFICIAL_PAPER_SCHEDULE)
     parser, _ = build_parser()
-    for index, (stage, (script, epochs, hyp_file, weights)) in enumerate(zip(plan, OFFICIAL_PAPER_SCHEDULE)):
+    for index, (stage, (script, epochs, hyp_file, weights)) in enumerate(
+        zip(plan, OFFICIAL_PAPER_SCHEDULE)
+    ):
         assert (stage.model, stage.image_size, stage.batch_size) == ("yolor_p6_paper", 1280, 64)
         assert stage.epochs == epochs
         assert stage.stage == ("tune" if script == "tune.py" else "train")
@@ -86,7 +88,12 @@ def test_paper_plan_lays_out_the_official_three_stages():
             assert {key: hyp[key] for key in compared} == compared, stage.name
         # Each stage is a valid `yolor train` command.
         args = parser.parse_args(stage.command("coco"))
-        assert (args.epochs, args.batch_size, args.image_size, args.stage) == (epochs, 64, 1280, stage.stage)
+        assert (args.epochs, args.batch_size, args.image_size, args.stage) == (
+            epochs,
+            64,
+            1280,
+            stage.stage,
+        )
         assert args.continue_from == stage.continue_from
     assert plan[0].command("coco")[-2:] == ["--save-epochs", "298"]
 
@@ -104,7 +111,10 @@ def test_stage_plan_errors_name_the_file_and_stage(tmp_path):
     plan.write_text(body % 1)
     assert load_stage_plan(plan)[1].continue_from == "runs/a/checkpoints/epoch_001"
     plan.write_text(body % 0)
-    with pytest.raises(ValueError, match=r"plan.yaml: stages\[1\]: continues from epoch 0 of 'a', which keeps only \[1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"plan.yaml: stages\[1\]: continues from epoch 0 of 'a', which keeps only \[1\]",
+    ):
         load_stage_plan(plan)
     plan.write_text(body.replace("stage: tune", "stage: finetune") % 1)
     with pytest.raises(ValueError, match=r"stages\[1\]: `stage` must be one of"):

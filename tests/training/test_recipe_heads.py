@@ -64,13 +64,23 @@ def test_the_loss_weights_of_the_recipe_weigh_the_tasks_loss():
     """compute_loss = mean over samples of sum_head weight * L_head, times the loss scale."""
     recipe = recipe_from_dict(
         {
-            "train": {"model": "yolor_csp", "image_size": 64, "batch_size": 2, "nominal_batch_size": 6},
+            "train": {
+                "model": "yolor_csp",
+                "image_size": 64,
+                "batch_size": 2,
+                "nominal_batch_size": 6,
+            },
             "model": {
                 "width_multiplier": 0.125,
                 "depth_multiplier": 0.33,
                 "heads": {
                     "classification": {"loss_weight": 0.25, "hidden_units": 8, "pos_weight": 2.0},
-                    "embedding": {"loss_weight": 0.5, "hidden_units": 8, "embedding_dim": 4, "temperature": 0.5},
+                    "embedding": {
+                        "loss_weight": 0.5,
+                        "hidden_units": 8,
+                        "embedding_dim": 4,
+                        "temperature": 0.5,
+                    },
                 },
             },
         }
@@ -120,7 +130,9 @@ def test_heads_section_selects_heads_and_forms_in_canonical_order(tmp_path):
         {"add": None, "multiply": None},
     ]
     # One use left out of the dict gets YOLOR's own choice, the vector.
-    partial = recipe_from_dict({"model": {"heads": {"detection": {"implicit": {"add": "network"}}}}})
+    partial = recipe_from_dict(
+        {"model": {"heads": {"detection": {"implicit": {"add": "network"}}}}}
+    )
     assert build_heads(partial, 2)[0].implicit == {"add": "network", "multiply": "vector"}
     # A copy with other heads (e.g. for an ablation), checked the same way.
     assert recipe.with_heads({"detection": None}).head_names == ("detection",)
@@ -164,6 +176,8 @@ def test_bad_recipes_name_the_file_and_field(data, message):
 
 def test_image_size_check_uses_the_models_largest_stride():
     # 96 = 3 x 32: valid for the CSP family (largest stride 32), not for P6 (64).
-    assert recipe_from_dict({"train": {"model": "yolor_csp", "image_size": 96}}).train.image_size == 96
+    assert (
+        recipe_from_dict({"train": {"model": "yolor_csp", "image_size": 96}}).train.image_size == 96
+    )
     with pytest.raises(ValueError, match="multiple of 64"):
         recipe_from_dict({"train": {"model": "yolor_w6", "image_size": 96}})

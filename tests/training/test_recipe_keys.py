@@ -83,7 +83,7 @@ def test_every_hyp_key_has_a_probe():
             assert getattr(getattr(BASE, section), key) != value, key
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _base(section, detector=None):
     """The base recipe's behaviour, computed once per component."""
     if section == "optimizer":
@@ -140,7 +140,10 @@ def _loss_value(detector, recipe):
     # Boxes from 6 to 50 px, so that some anchor ratios lie between 2 and 4.
     labels = {
         "boxes": np.array(
-            [[[4, 4, 10, 12], [10, 8, 40, 30], [2, 6, 52, 60]], [[20, 20, 36, 28], [0, 0, 0, 0], [0, 0, 0, 0]]],
+            [
+                [[4, 4, 10, 12], [10, 8, 40, 30], [2, 6, 52, 60]],
+                [[20, 20, 36, 28], [0, 0, 0, 0], [0, 0, 0, 0]],
+            ],
             "float32",
         ),
         "classes": np.array([[0, 1, 2], [1, -1, -1]], "int32"),

@@ -29,8 +29,15 @@ from yolor_keras.training.optimizer import build_optimizer
 from yolor_keras.training.schedules import continued_schedules
 
 NB = 1833  # COCO train2017 at batch 64: ceil(117266 / 64) batches per epoch
-SCRATCH = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=3.0,
-               warmup_momentum=0.8, warmup_bias_lr=0.1)
+SCRATCH = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=3.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+)
 FINETUNE = dict(SCRATCH)  # hyp.finetune.1280 has the same optimizer values
 
 
@@ -53,7 +60,9 @@ class OfficialRun:
         self.nw = max(round(hyp["warmup_epochs"] * self.nb), 1000)
 
     def lf(self, x):
-        return ((1 + math.cos(x * math.pi / self.epochs)) / 2) * (1 - self.hyp["lrf"]) + self.hyp["lrf"]
+        return ((1 + math.cos(x * math.pi / self.epochs)) / 2) * (1 - self.hyp["lrf"]) + self.hyp[
+            "lrf"
+        ]
 
     def run(self, until_epoch, wanted=()):
         """Runs epochs ``start_epoch .. until_epoch``.
@@ -82,7 +91,11 @@ class OfficialRun:
                         groups = [
                             float(np.interp(ni, [0, self.nw], [0.0, target])),
                             float(np.interp(ni, [0, self.nw], [hyp["warmup_bias_lr"], target])),
-                            float(np.interp(ni, [0, self.nw], [hyp["warmup_momentum"], hyp["momentum"]])),
+                            float(
+                                np.interp(
+                                    ni, [0, self.nw], [hyp["warmup_momentum"], hyp["momentum"]]
+                                )
+                            ),
                         ]
                     if (epoch, i) in wanted:
                         seen[(epoch, i)] = tuple(groups)
@@ -111,7 +124,9 @@ def _ours(optimizer, step):
 def _continue(hyp, epochs, previous, previous_step, start_epoch):
     """The stage's optimizer as `train(continue_from=...)` builds it."""
     optimizer = build_optimizer(hyp, steps_per_epoch=NB, epochs=epochs, batch_size=64)
-    weights, bias, momentum = continued_schedules(optimizer, previous, previous_step, start_epoch, NB)
+    weights, bias, momentum = continued_schedules(
+        optimizer, previous, previous_step, start_epoch, NB
+    )
     optimizer.learning_rate = weights
     optimizer.bias_learning_rate = bias
     optimizer.momentum = momentum
@@ -122,8 +137,19 @@ def test_three_stages_follow_the_official_rates_and_momentum():
     # Stage 1: train.py, 300 epochs from scratch.
     scratch = build_optimizer(SCRATCH, steps_per_epoch=NB, epochs=300, batch_size=64)
     official_scratch = OfficialRun(SCRATCH, 300)
-    scratch_points = [(0, 0), (0, 1), (1, 917), (2, 1832), (3, 0), (3, 1), (4, 0), (150, 7),
-                      (297, 1832), (298, 0), (298, 1832)]
+    scratch_points = [
+        (0, 0),
+        (0, 1),
+        (1, 917),
+        (2, 1832),
+        (3, 0),
+        (3, 1),
+        (4, 0),
+        (150, 7),
+        (297, 1832),
+        (298, 0),
+        (298, 1832),
+    ]
     expected_scratch, last_298 = official_scratch.run(298, scratch_points)
     # Stage 2: tune.py --weights last_298.pt --epochs 450 (last_298 is saved
     # after epoch 298, so the tune run starts at epoch 299).
@@ -138,12 +164,19 @@ def test_three_stages_follow_the_official_rates_and_momentum():
     expected_fine, _ = official_fine.run(449, fine_points)
 
     checked = 0
-    for ours, expected in [(scratch, expected_scratch), (tune, expected_tune), (fine, expected_fine)]:
+    for ours, expected in [
+        (scratch, expected_scratch),
+        (tune, expected_tune),
+        (fine, expected_fine),
+    ]:
         assert expected
         for (epoch, i), official in sorted(expected.items()):
             # The batch counter continues across stages (same nb): it is ni.
             np.testing.assert_allclose(
-                _ours(ours, epoch * NB + i), official, rtol=2e-6, atol=1e-9,
+                _ours(ours, epoch * NB + i),
+                official,
+                rtol=2e-6,
+                atol=1e-9,
                 err_msg=f"epoch {epoch}, batch {i} (weights lr, bias lr, momentum)",
             )
             checked += 1
@@ -151,8 +184,12 @@ def test_three_stages_follow_the_official_rates_and_momentum():
 
     # The boundaries in numbers: the tune stage starts at the rate the
     # 300-epoch cosine had reached, then jumps onto the 450-epoch cosine.
-    lf300 = lambda x: ((1 + math.cos(x * math.pi / 300)) / 2) * 0.8 + 0.2
-    lf450 = lambda x: ((1 + math.cos(x * math.pi / 450)) / 2) * 0.8 + 0.2
+    def lf300(x):
+        return ((1 + math.cos(x * math.pi / 300)) / 2) * 0.8 + 0.2
+
+    def lf450(x):
+        return ((1 + math.cos(x * math.pi / 450)) / 2) * 0.8 + 0.2
+
     assert _ours(tune, 299 * NB)[0] == pytest.approx(0.01 * lf300(299), rel=1e-6)  # 0.0020002
     assert _ours(tune, 300 * NB)[0] == pytest.approx(0.01 * lf450(299), rel=1e-6)  # 0.0040242
     assert _ours(fine, 425 * NB)[0] == pytest.approx(0.01 * lf450(424), rel=1e-6)
@@ -181,7 +218,10 @@ def test_a_continued_stage_near_warmup_follows_the_official_loop(first_epochs):
     expected, _ = official.run(29, points)
     for (epoch, i), values in sorted(expected.items()):
         np.testing.assert_allclose(
-            _ours(second, epoch * nb + i), values, rtol=2e-6, atol=1e-9,
+            _ours(second, epoch * nb + i),
+            values,
+            rtol=2e-6,
+            atol=1e-9,
             err_msg=f"epoch {epoch}, batch {i}",
         )
     # Past warmup the momentum is the new recipe's if this stage warmed up,
@@ -189,8 +229,16 @@ def test_a_continued_stage_near_warmup_follows_the_official_loop(first_epochs):
     assert expected[(14, 99)][2] == (0.95 if first_epochs * nb <= 1000 else 0.937)
 
 
-HYP_TINY = dict(lr0=0.01, lrf=0.2, momentum=0.937, weight_decay=5e-4, warmup_epochs=1.0,
-                warmup_momentum=0.8, warmup_bias_lr=0.1, warmup_min_steps=2)
+HYP_TINY = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=1.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+    warmup_min_steps=2,
+)
 
 
 def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_boundary(tmp_path):
@@ -206,20 +254,32 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
 
     keras.utils.set_random_seed(0)
     previous = YOLORObjectDetector.from_preset(
-        "yolor_p6", num_classes=2, width_multiplier=0.125, depth_multiplier=0.33, class_names=["a", "b"]
+        "yolor_p6",
+        num_classes=2,
+        width_multiplier=0.125,
+        depth_multiplier=0.33,
+        class_names=["a", "b"],
     )
     previous.compile(
-        optimizer=build_optimizer(HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4),
+        optimizer=build_optimizer(
+            HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
+        ),
         **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
     )
     variables = previous.trainable_variables
     rng = np.random.default_rng(0)
     for _ in range(6):  # two epochs of three batches
-        previous.optimizer.apply([rng.normal(scale=0.1, size=v.shape).astype("float32") for v in variables], variables)
+        previous.optimizer.apply(
+            [rng.normal(scale=0.1, size=v.shape).astype("float32") for v in variables], variables
+        )
     assert optimizer_counters(previous.optimizer) == (6, 6)
-    folder = save_checkpoint(previous, {"epoch": 2, "step": 6, "updates": 6, "logs": {}}, str(tmp_path / "first"))
+    folder = save_checkpoint(
+        previous, {"epoch": 2, "step": 6, "updates": 6, "logs": {}}, str(tmp_path / "first")
+    )
 
-    recipe = Recipe(optimizer=OptimizerConfig(**HYP_TINY)).override(epochs=8, batch_size=4, nominal_batch_size=4)
+    recipe = Recipe(optimizer=OptimizerConfig(**HYP_TINY)).override(
+        epochs=8, batch_size=4, nominal_batch_size=4
+    )
     recipe = stage_recipe(recipe, "tune")
     assert recipe.augment.mosaic_tiles == 9
     task, state = _continue_task(folder, recipe, steps=3, continue_weights="ema")
@@ -241,19 +301,27 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
 
     # The first continued epoch holds the checkpoint's rate; the next runs at
     # the 8-epoch cosine of the previous epoch (warmup ended at batch 3).
-    lf8 = lambda x: ((1 + math.cos(x * math.pi / 8)) / 2) * 0.8 + 0.2
-    lf4 = lambda x: ((1 + math.cos(x * math.pi / 4)) / 2) * 0.8 + 0.2
+    def lf8(x):
+        return ((1 + math.cos(x * math.pi / 8)) / 2) * 0.8 + 0.2
+
+    def lf4(x):
+        return ((1 + math.cos(x * math.pi / 4)) / 2) * 0.8 + 0.2
+
     assert _ours(optimizer, 6)[0] == pytest.approx(0.01 * lf4(2), rel=1e-6)
     assert _ours(optimizer, 9)[0] == pytest.approx(0.01 * lf8(2), rel=1e-6)
 
     # The next update is the EMA's 7th: decay 0.9999 * (1 - exp(-7 / 2000)).
     ema_before = np.array(optimizer.ema_values(task.trainable_variables)[0])
     weights = task.trainable_variables
-    optimizer.apply([rng.normal(scale=0.1, size=v.shape).astype("float32") for v in weights], weights)
+    optimizer.apply(
+        [rng.normal(scale=0.1, size=v.shape).astype("float32") for v in weights], weights
+    )
     decay = 0.9999 * (1 - math.exp(-7 / 2000))
     np.testing.assert_allclose(
         np.array(optimizer.ema_values(weights)[0]),
-        decay * ema_before + (1 - decay) * np.array(weights[0]), rtol=1e-5, atol=1e-7,
+        decay * ema_before + (1 - decay) * np.array(weights[0]),
+        rtol=1e-5,
+        atol=1e-7,
     )
     assert optimizer_counters(optimizer) == (7, 7)
 
@@ -268,43 +336,84 @@ def test_three_stages_end_to_end_carry_over_at_each_boundary(tmp_path):
     from yolor_keras.training.trainer import train
 
     generate_dataset(str(tmp_path / "data"), num_train=12, num_val=4, image_size=128, seed=1)
-    recipe = recipe_from_dict({
-        "train": {"model": "yolor_p6", "image_size": 64, "batch_size": 4, "nominal_batch_size": 4,
-                  "eval_interval": 100},
-        "optimizer": {"warmup_epochs": 1.0, "warmup_min_steps": 2},
-    })
-    common = dict(recipe=recipe, width_multiplier=0.125, depth_multiplier=0.33, steps_per_epoch=2,
-                  val_data=False, verbose=0)
+    recipe = recipe_from_dict(
+        {
+            "train": {
+                "model": "yolor_p6",
+                "image_size": 64,
+                "batch_size": 4,
+                "nominal_batch_size": 4,
+                "eval_interval": 100,
+            },
+            "optimizer": {"warmup_epochs": 1.0, "warmup_min_steps": 2},
+        }
+    )
+    common = dict(
+        recipe=recipe,
+        width_multiplier=0.125,
+        depth_multiplier=0.33,
+        steps_per_epoch=2,
+        val_data=False,
+        verbose=0,
+    )
 
     def state(run, epoch):
-        return json.loads((tmp_path / run / "checkpoints" / f"epoch_{epoch:03d}" / "state.json").read_text())
+        return json.loads(
+            (tmp_path / run / "checkpoints" / f"epoch_{epoch:03d}" / "state.json").read_text()
+        )
 
-    first = train(str(tmp_path / "data"), str(tmp_path / "scratch"), epochs=3, save_epochs=[1], **common)
+    first = train(
+        str(tmp_path / "data"), str(tmp_path / "scratch"), epochs=3, save_epochs=[1], **common
+    )
     assert sorted((tmp_path / "scratch" / "checkpoints").iterdir())[0].name == "epoch_001"
     assert state("scratch", 1) | {"logs": None} == {
-        "epoch": 2, "step": 4, "updates": 4, "keep_epochs": [1], "seed": 0, "stage": "train", "epochs": 3,
+        "epoch": 2,
+        "step": 4,
+        "updates": 4,
+        "keep_epochs": [1],
+        "seed": 0,
+        "stage": "train",
+        "epochs": 3,
         "logs": None,
     }
     assert len(first.history.epoch) == 3
 
     tune = train(
-        str(tmp_path / "data"), str(tmp_path / "tune"), epochs=5, stage="tune", save_epochs=[3],
-        continue_from=str(tmp_path / "scratch" / "checkpoints" / "epoch_001"), **common,
+        str(tmp_path / "data"),
+        str(tmp_path / "tune"),
+        epochs=5,
+        stage="tune",
+        save_epochs=[3],
+        continue_from=str(tmp_path / "scratch" / "checkpoints" / "epoch_001"),
+        **common,
     )
     assert tune.history.epoch == [2, 3, 4]  # the epoch counter carried over
     # Optimizer step and update count (the EMA's) continue from the checkpoint's 4.
-    assert [(state("tune", e)["step"], state("tune", e)["updates"]) for e in (3, 4)] == [(8, 8), (10, 10)]
+    assert [(state("tune", e)["step"], state("tune", e)["updates"]) for e in (3, 4)] == [
+        (8, 8),
+        (10, 10),
+    ]
     assert state("tune", 4)["stage"] == "tune"
 
     fine = train(
-        str(tmp_path / "data"), str(tmp_path / "fine"), epochs=5,
-        continue_from=str(tmp_path / "tune" / "checkpoints" / "epoch_003"), **common,
+        str(tmp_path / "data"),
+        str(tmp_path / "fine"),
+        epochs=5,
+        continue_from=str(tmp_path / "tune" / "checkpoints" / "epoch_003"),
+        **common,
     )
     assert fine.history.epoch == [4]
-    assert (state("fine", 4)["epoch"], state("fine", 4)["step"], state("fine", 4)["updates"]) == (5, 10, 10)
+    assert (state("fine", 4)["epoch"], state("fine", 4)["step"], state("fine", 4)["updates"]) == (
+        5,
+        10,
+        10,
+    )
     inner = fine.task.optimizer
     assert int(keras.ops.convert_to_numpy(inner.iterations)) == 10
+
     # The fine stage's rate in its one epoch is the tune run's rate after epoch 3.
-    lf5 = lambda x: ((1 + math.cos(x * math.pi / 5)) / 2) * 0.8 + 0.2
+    def lf5(x):
+        return ((1 + math.cos(x * math.pi / 5)) / 2) * 0.8 + 0.2
+
     assert _value(inner._learning_rate, 8) == pytest.approx(0.01 * lf5(3), rel=1e-6)
     assert (tmp_path / "fine" / "model.keras").exists()

@@ -124,7 +124,9 @@ def test_yolor_training_run_stops_past_its_budget_and_resumes(tmp_path):
     assert first.history.epoch == [0]
     assert read_pointer(str(out))["latest"] == "epoch_000"
     assert (out / "model.keras").is_file()
-    assert [line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]] == ["0"]
+    assert [line.split(",")[0] for line in (out / "results.csv").read_text().splitlines()[1:]] == [
+        "0"
+    ]
     _, state = load_checkpoint(str(out / "checkpoints" / "epoch_000"))
     assert (state["epoch"], state["step"]) == (1, 2)
 

@@ -58,16 +58,33 @@ def tiny_dataset(tmp_path_factory):
 
 def _train_args(data, out, recipe, *extra):
     return [
-        "train", "--data", str(data), "--out", str(out), "--recipe", str(recipe),
-        "--width-multiplier", "0.125", "--depth-multiplier", "0.33",
-        "--steps-per-epoch", "3", "--seed", "5", *extra,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--recipe",
+        str(recipe),
+        "--width-multiplier",
+        "0.125",
+        "--depth-multiplier",
+        "0.33",
+        "--steps-per-epoch",
+        "3",
+        "--seed",
+        "5",
+        *extra,
     ]
 
 
 def _start(args, log_path, env, script=None):
     # Output goes to a file: nothing blocks on an unread pipe.
     log = open(log_path, "w")
-    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "yolor_keras.cli", *args]
+    command = (
+        [sys.executable, "-c", script, *args]
+        if script
+        else [sys.executable, "-m", "yolor_keras.cli", *args]
+    )
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_file = log
     return process
@@ -83,10 +100,17 @@ def _finish(process, timeout=1200):
 def _archive_arrays(checkpoint):
     """Every array of a checkpoint's task.keras: layer weights and optimizer variables."""
     arrays = {}
-    with zipfile.ZipFile(checkpoint / "task.keras") as archive, archive.open("model.weights.h5") as handle:
+    with (
+        zipfile.ZipFile(checkpoint / "task.keras") as archive,
+        archive.open("model.weights.h5") as handle,
+    ):
         with h5py.File(handle, "r") as weights:
             weights.visititems(
-                lambda name, item: arrays.__setitem__(name, np.array(item)) if isinstance(item, h5py.Dataset) else None
+                lambda name, item: (
+                    arrays.__setitem__(name, np.array(item))
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
             )
     return arrays
 
@@ -104,10 +128,14 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tm
     killed_out, straight_out = tmp_path / "killed", tmp_path / "straight"
     # The run to kill and the uninterrupted one run side by side.
     killed = _start(
-        _train_args(tiny_dataset, killed_out, recipe), tmp_path / "killed.log",
-        {**env, "KILL_EPOCH": "2", "KILL_BATCH": "1"}, script=KILLED_TRAIN,
+        _train_args(tiny_dataset, killed_out, recipe),
+        tmp_path / "killed.log",
+        {**env, "KILL_EPOCH": "2", "KILL_BATCH": "1"},
+        script=KILLED_TRAIN,
     )
-    straight = _start(_train_args(tiny_dataset, straight_out, recipe), tmp_path / "straight.log", env)
+    straight = _start(
+        _train_args(tiny_dataset, straight_out, recipe), tmp_path / "straight.log", env
+    )
     killed_rc, straight_rc = _finish(killed), _finish(straight)
     assert straight_rc == 0, (tmp_path / "straight.log").read_text()[-4000:]
     assert killed_rc == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-4000:]
@@ -125,13 +153,20 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tm
 
     at_kill, _ = load_checkpoint(str(killed_out / "checkpoints" / "epoch_001"))
     accumulators = at_kill.optimizer._accumulated_gradients
-    assert accumulators and any(np.abs(keras.ops.convert_to_numpy(a)).max() > 0 for a in accumulators)
+    assert accumulators and any(
+        np.abs(keras.ops.convert_to_numpy(a)).max() > 0 for a in accumulators
+    )
     del at_kill
     kill_arrays = _archive_arrays(killed_out / "checkpoints" / "epoch_001")
 
-    resumed = _start(_train_args(tiny_dataset, killed_out, recipe, "--resume"), tmp_path / "resumed.log", env)
+    resumed = _start(
+        _train_args(tiny_dataset, killed_out, recipe, "--resume"), tmp_path / "resumed.log", env
+    )
     assert _finish(resumed) == 0, (tmp_path / "resumed.log").read_text()[-4000:]
-    assert "Resuming " + str(killed_out) + " at epoch 2, step 6." in (tmp_path / "resumed.log").read_text()
+    assert (
+        "Resuming " + str(killed_out) + " at epoch 2, step 6."
+        in (tmp_path / "resumed.log").read_text()
+    )
 
     final = {}
     for name, out in (("resumed", killed_out), ("straight", straight_out)):
@@ -150,14 +185,21 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tiny_dataset, tm
     # per trainable weight its accumulator, momentum and EMA, plus the EMA of
     # the BatchNorm statistics.
     optimizer = _optimizer_arrays(straight_arrays)
-    assert len(optimizer) > 3 * len([k for k in straight_arrays if not k.startswith("optimizer/")]) // 2
+    assert (
+        len(optimizer)
+        > 3 * len([k for k in straight_arrays if not k.startswith("optimizer/")]) // 2
+    )
     for name in straight_arrays:
         np.testing.assert_array_equal(resumed_arrays[name], straight_arrays[name], err_msg=name)
     # And the resumed epochs really trained: the weights moved from the checkpoint resumed.
     moved = [
-        k for k in kill_arrays if not k.startswith("optimizer/") and not np.array_equal(kill_arrays[k], straight_arrays[k])
+        k
+        for k in kill_arrays
+        if not k.startswith("optimizer/") and not np.array_equal(kill_arrays[k], straight_arrays[k])
     ]
     assert len(moved) > 10
 
-    epochs_logged = [line.split(",")[0] for line in (killed_out / "results.csv").read_text().splitlines()[1:]]
+    epochs_logged = [
+        line.split(",")[0] for line in (killed_out / "results.csv").read_text().splitlines()[1:]
+    ]
     assert epochs_logged == ["0", "1", "2", "3"]

@@ -8,11 +8,11 @@ from yolor_keras.convert.checkpoint import read_checkpoint
 from yolor_keras.convert.weight_mapping import check_anchors
 from yolor_keras.convert.weight_mapping import load_official_weights
 from yolor_keras.models import PRESETS
-from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.models import get_preset
 from yolor_keras.models import make_plan
 from yolor_keras.models.darknet_architecture import darknet_blocks
 from yolor_keras.models.yaml_architecture import resolved_rows
+from yolor_keras.tasks import YOLORObjectDetector
 
 _CONV_WEIGHT = re.compile(r"^module_list\.(\d+)\.Conv2d\.weight$")
 # Sizes a file may ask for before any weight is checked. The model is built

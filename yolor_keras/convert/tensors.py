@@ -114,9 +114,7 @@ class Storage:
             if raw.dtype.isnative:
                 values = raw.view(_numpy_dtype(self.dtype_name))
             else:
-                values = raw.astype(raw.dtype.newbyteorder("=")).view(
-                    _numpy_dtype(self.dtype_name)
-                )
+                values = raw.astype(raw.dtype.newbyteorder("=")).view(_numpy_dtype(self.dtype_name))
             if values.dtype != np.float32 and (
                 values.dtype.kind == "f" or self.dtype_name == "bfloat16"
             ):

@@ -279,18 +279,14 @@ def _layout(group, geometry, use_mosaic, image_size, tiles=4):
         else:
             offsets = transforms.mosaic_offsets(sizes[:4], geometry["center"])
             regions = transforms.mosaic_regions(geometry["center"], image_size)
-        shifted = (
-            boxes + tf.cast(tf.tile(offsets, [1, 2]), tf.float32)[:, tf.newaxis, :]
-        )
+        shifted = boxes + tf.cast(tf.tile(offsets, [1, 2]), tf.float32)[:, tf.newaxis, :]
         # As official: clip to the canvas; tiles never overlap, so this is exact.
         shifted = tf.clip_by_value(shifted, 0.0, float(side))
         keep = valid
         canvas_size = float(side)
     else:
         height, width = sizes[0, 0], sizes[0, 1]
-        offsets = tf.stack([(image_size - width) // 2, (image_size - height) // 2])[
-            tf.newaxis
-        ]
+        offsets = tf.stack([(image_size - width) // 2, (image_size - height) // 2])[tf.newaxis]
         regions = [(0, 0, image_size, image_size)]
         # Same box count as a mosaic: the other images' boxes are dropped.
         offset = tf.cast(tf.tile(offsets, [1, 2]), tf.float32)[:, tf.newaxis, :]
@@ -357,9 +353,7 @@ def _compose_canvas9(images, sizes, offsets, cells):
 def _render_warped(group, layout, matrix, image_size):
     """General warp: paste the tiles on a canvas, then one projective warp."""
     if layout["cells"] is not None:
-        canvas = _compose_canvas9(
-            group["image"], group["size"], layout["offsets"], layout["cells"]
-        )
+        canvas = _compose_canvas9(group["image"], group["size"], layout["offsets"], layout["cells"])
     else:
         canvas = transforms.compose_canvas(
             group["image"], group["size"], layout["offsets"], layout["regions"]
@@ -421,9 +415,7 @@ def _render_axis_aligned(group, layout, geometry, image_size):
             )
         )
     if len(blocks) == 4:
-        image = tf.concat(
-            [tf.concat(blocks[:2], axis=1), tf.concat(blocks[2:], axis=1)], axis=0
-        )
+        image = tf.concat([tf.concat(blocks[:2], axis=1), tf.concat(blocks[2:], axis=1)], axis=0)
     else:
         image = blocks[0]
     return tf.ensure_shape(image, [image_size, image_size, 3])
@@ -477,9 +469,7 @@ def _compose(group, geometry, recipe, image_size):
     """
 
     def render(use_mosaic):
-        layout = _layout(
-            group, geometry, use_mosaic, image_size, recipe.mosaic_tiles
-        )
+        layout = _layout(group, geometry, use_mosaic, image_size, recipe.mosaic_tiles)
         matrix = transforms.perspective_matrix(
             geometry, layout["canvas_size"], layout["canvas_size"], image_size
         )
@@ -530,9 +520,7 @@ def augment_group(group, seed, recipe, image_size, max_boxes):
     photometric = params["photometric"]
     tiles = recipe.mosaic_tiles
     first = {key: value[:tiles] for key, value in group.items()}
-    image, boxes, classes, keep = _compose(
-        first, params["geometry"], recipe, image_size
-    )
+    image, boxes, classes, keep = _compose(first, params["geometry"], recipe, image_size)
 
     if recipe.mixup > 0:
         second = {key: value[tiles:] for key, value in group.items()}
@@ -584,9 +572,7 @@ def pad_boxes(boxes, classes, keep, max_boxes):
     kept_classes = tf.gather(classes, index)
     missing = max_boxes - tf.shape(index)[0]
     return {
-        "boxes": tf.ensure_shape(
-            tf.pad(kept_boxes, [[0, missing], [0, 0]]), [max_boxes, 4]
-        ),
+        "boxes": tf.ensure_shape(tf.pad(kept_boxes, [[0, missing], [0, 0]]), [max_boxes, 4]),
         "classes": tf.ensure_shape(
             tf.pad(kept_classes, [[0, missing]], constant_values=-1), [max_boxes]
         ),

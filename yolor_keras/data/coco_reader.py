@@ -197,7 +197,7 @@ def load_coco_file(annotation_file):
         with open(annotation_file, encoding="utf-8") as file:
             coco = json.load(file)
     except FileNotFoundError:
-        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{annotation_file}: not valid JSON ({error}).") from error
     if not isinstance(coco, dict):
@@ -211,13 +211,9 @@ def load_coco_file(annotation_file):
     seen = set()
     for position, category in enumerate(coco["categories"]):
         if not isinstance(category, dict) or not _is_integer(category.get("id")):
-            raise ValueError(
-                f"{annotation_file}: categories[{position}] has no integer 'id'."
-            )
+            raise ValueError(f"{annotation_file}: categories[{position}] has no integer 'id'.")
         if category["id"] in seen:
-            raise ValueError(
-                f"{annotation_file}: category id {category['id']} is used twice."
-            )
+            raise ValueError(f"{annotation_file}: category id {category['id']} is used twice.")
         seen.add(category["id"])
     return coco
 

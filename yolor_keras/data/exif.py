@@ -66,9 +66,7 @@ def _tiff_orientation(tiff):
     types = number(entries[:, 2:4])
     # A SHORT sits in the first 2 bytes of the 4-byte value field; a LONG
     # (written by a few tools) fills all 4.
-    values = tf.where(
-        tf.equal(types, _SHORT), number(entries[:, 8:10]), number(entries[:, 8:12])
-    )
+    values = tf.where(tf.equal(types, _SHORT), number(entries[:, 8:10]), number(entries[:, 8:12]))
     match = (
         (tf.range(_MAX_ENTRIES, dtype=tf.int64) < count)
         & tf.equal(tags, ORIENTATION_TAG)

@@ -119,7 +119,7 @@ def _exif_head(data):
     segment signature (the parser then reads orientation 1 anyway)."""
     from yolor_keras.data.exif import HEADER_WINDOW
 
-    if b"Exif\x00\x00" not in data[: HEADER_WINDOW]:
+    if b"Exif\x00\x00" not in data[:HEADER_WINDOW]:
         return None
     # The segment starts within the window and is at most 64 KiB long.
     return data[: 2 * HEADER_WINDOW + 16]

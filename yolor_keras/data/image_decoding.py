@@ -108,13 +108,8 @@ def read_image_for_size(image, is_path, long_side):
         orientation = exif.exif_orientation(data)
         longest = tf.reduce_max(stored)
         # Number of halvings (at most 3) that keep the long side covered.
-        index = tf.add_n(
-            [tf.cast(longest // r >= long_side, tf.int32) for r in (2, 4, 8)]
-        )
-        branches = [
-            lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r)
-            for r in _JPEG_SCALES
-        ]
+        index = tf.add_n([tf.cast(longest // r >= long_side, tf.int32) for r in (2, 4, 8)])
+        branches = [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in _JPEG_SCALES]
         pixels = exif.apply_orientation(tf.switch_case(index, branches), orientation)
         original = tf.where(exif.swaps_axes(orientation), stored[::-1], stored)
         return pixels, original
@@ -146,15 +141,11 @@ def decode_for_training(element, image_size, resize=True):
         w), "size" (2,) int32 (the tile's h, w, long side S), "boxes"
         (n, 4) float32 xyxy in tile pixels and "classes" (n,) int32.
     """
-    image, original = read_image_for_size(
-        element["image"], element["is_path"], image_size
-    )
+    image, original = read_image_for_size(element["image"], element["is_path"], image_size)
     new_height, new_width = fit_size(original[0], original[1], image_size)
     if resize:
         image = transforms.resize_image(image, new_height, new_width, antialias=False)
-    scale = tf.cast(
-        tf.stack([new_width, new_height, new_width, new_height]), tf.float32
-    )
+    scale = tf.cast(tf.stack([new_width, new_height, new_width, new_height]), tf.float32)
     return {
         "image": image,
         "source_size": tf.shape(image)[:2],

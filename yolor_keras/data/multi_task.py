@@ -125,9 +125,7 @@ def identities_from(annotation_file):
 
     def identities(source):
         identity_of_image = read_identities(annotation_file)
-        return np.array(
-            [identity_of_image[sample.image_id] for sample in source.samples], np.int32
-        )
+        return np.array([identity_of_image[sample.image_id] for sample in source.samples], np.int32)
 
     return identities
 

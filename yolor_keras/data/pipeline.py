@@ -119,8 +119,7 @@ def load_source(
         if os.path.isdir(yolo_images):
             return read_yolo_txt(yolo_images, class_names=class_names, **options)
         raise FileNotFoundError(
-            f"{source}: neither annotations/instances_{split}.json nor "
-            f"images/{split} exists."
+            f"{source}: neither annotations/instances_{split}.json nor images/{split} exists."
         )
     if os.path.isdir(source) or source.endswith(".txt"):
         return read_yolo_txt(source, class_names=class_names, **options)
@@ -258,13 +257,19 @@ def build_dataset(
     if cache.kind == "memory":
         check_memory_cache(source, image_size, resized=augment)
     if augment:
-        dataset = _augmented(
-            source, image_size, recipe, seed, cache, shuffle, max_boxes, verbose
-        )
+        dataset = _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verbose)
     else:
         dataset = _letterboxed(
-            source, image_size, seed, cache, shuffle, max_boxes, verbose, training,
-            flip, targets,
+            source,
+            image_size,
+            seed,
+            cache,
+            shuffle,
+            max_boxes,
+            verbose,
+            training,
+            flip,
+            targets,
         )
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.prefetch(AUTOTUNE)
@@ -276,9 +281,7 @@ def build_dataset(
         class_names=source.class_names,
         category_ids=source.category_ids,
         num_samples=num_samples,
-        num_batches=(
-            num_samples // batch_size if training else -(-num_samples // batch_size)
-        ),
+        num_batches=(num_samples // batch_size if training else -(-num_samples // batch_size)),
         image_size=image_size,
         batch_size=batch_size,
         training=training,
@@ -337,9 +340,7 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
         decoded = decode_skipping_failures(encoded, decode_sample, source)
         decoded = cached(decoded, cache, source, f"train{image_size}", verbose)
         if shuffle:
-            decoded = decoded.shuffle(
-                source.num_samples, seed=seed, reshuffle_each_iteration=True
-            )
+            decoded = decoded.shuffle(source.num_samples, seed=seed, reshuffle_each_iteration=True)
     else:
         encoded = source.encoded_dataset(shuffle=shuffle, seed=seed)
         decoded = decode_skipping_failures(encoded, decode_sample, source)
@@ -353,9 +354,7 @@ def _augmented(source, image_size, recipe, seed, cache, shuffle, max_boxes, verb
         )
         return image, labels
 
-    return tf.data.Dataset.zip(groups, seeds).map(
-        augment_sample, num_parallel_calls=AUTOTUNE
-    )
+    return tf.data.Dataset.zip(groups, seeds).map(augment_sample, num_parallel_calls=AUTOTUNE)
 
 
 # Images decoded together and shared by the groups made from them, per
@@ -473,9 +472,7 @@ def _letterboxed(
         key = f"letterbox{image_size}" + ("-" + "-".join(sorted(targets)) if targets else "")
         decoded = cached(decoded, cache, source, key, verbose)
         if shuffle:
-            decoded = decoded.shuffle(
-                source.num_samples, seed=seed, reshuffle_each_iteration=True
-            )
+            decoded = decoded.shuffle(source.num_samples, seed=seed, reshuffle_each_iteration=True)
     else:
         encoded = source.encoded_dataset(shuffle=shuffle, seed=seed)
         decoded = decode_skipping_failures(encoded, decode_sample, source)
@@ -490,9 +487,7 @@ def _row_lookup(source):
     """A graph function: image id -> the row of that sample in the source's order."""
     ids = np.asarray([sample.image_id for sample in source.samples], np.int64)
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(ids), tf.range(len(ids), dtype=tf.int64)
-        ),
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)),
         default_value=-1,
     )
     return table.lookup
@@ -541,8 +536,8 @@ def parse_cache(cache, name="dataset"):
     if isinstance(cache, str) and cache.startswith("disk:") and cache[len("disk:") :]:
         return CacheChoice("disk", os.path.abspath(os.path.expanduser(cache[len("disk:") :])))
     raise ValueError(
-        f"{name}: cache={cache!r} is not a cache choice; use False, \"memory\" (or True) "
-        "or \"disk:FOLDER\"."
+        f'{name}: cache={cache!r} is not a cache choice; use False, "memory" (or True) '
+        'or "disk:FOLDER".'
     )
 
 
@@ -597,10 +592,10 @@ def check_memory_cache(source, image_size, resized=True):
     available = available_memory_bytes()
     if available is not None and needed > available:
         raise MemoryError(
-            f"{source.report.name}: cache=\"memory\" needs {needed:,} bytes "
+            f'{source.report.name}: cache="memory" needs {needed:,} bytes '
             f"({needed / 2**30:.1f} GiB) for {source.num_samples} decoded images at "
             f"{image_size}, but only {available:,} bytes ({available / 2**30:.1f} GiB) "
-            "are available. Use cache=\"disk:FOLDER\" (decoded images on disk) or "
+            'are available. Use cache="disk:FOLDER" (decoded images on disk) or '
             "cache=False (decode every image every epoch)."
         )
     return needed
@@ -670,9 +665,7 @@ def fill_cache(dataset, num_samples, verbose):
     epochs (and the shuffle buffer, which holds references, not copies)
     read decoded pixels from memory.
     """
-    progress = keras.utils.Progbar(
-        num_samples, verbose=1 if verbose else 0, unit_name="image"
-    )
+    progress = keras.utils.Progbar(num_samples, verbose=1 if verbose else 0, unit_name="image")
     for count, _ in enumerate(dataset.prefetch(AUTOTUNE), start=1):
         if count % 64 == 0 or count == num_samples:
             progress.update(count)
@@ -781,18 +774,14 @@ def decode_skipping_failures(encoded, decode_sample, source):
     marker = source.encoded_dataset(shuffle=False).take(1).map(end_marker)
 
     def started(position, element):
-        position = tf.py_function(
-            failures.started, [position, element["image_id"]], tf.int64
-        )
+        position = tf.py_function(failures.started, [position, element["image_id"]], tf.int64)
         return position, element
 
     def decode_one(position, element):
         return position, element["image_id"], decode_sample(element)
 
     def finished(position, image_id, decoded):
-        return tf.py_function(failures.finished, [position], tf.bool) & (
-            image_id != _END_OF_PASS
-        )
+        return tf.py_function(failures.finished, [position], tf.bool) & (image_id != _END_OF_PASS)
 
     # Through a map, both streams have the same element spec (a map turns
     # rank-0 ragged components into plain tensors).

@@ -62,8 +62,7 @@ class AugmentationRecipe:
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(
-                    f"Augmentation recipe field '{field.name}' must be a number, "
-                    f"got {value!r}."
+                    f"Augmentation recipe field '{field.name}' must be a number, got {value!r}."
                 )
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
@@ -78,9 +77,7 @@ class AugmentationRecipe:
                 )
         if self.scale >= 1:
             # U(1 - scale, 1 + scale) would reach zero or negative zoom.
-            raise ValueError(
-                f"Augmentation recipe field 'scale' must be < 1, got {self.scale!r}."
-            )
+            raise ValueError(f"Augmentation recipe field 'scale' must be < 1, got {self.scale!r}.")
 
     @classmethod
     def from_dict(cls, hyp):

@@ -119,9 +119,7 @@ class RecordSet(DetectionSource):
         self.category_ids = None if category_ids is None else tuple(category_ids)
         self.report = report if report is not None else reasons.DataReport(name)
         self.name = name
-        if self.category_ids is not None and len(self.category_ids) != len(
-            self.class_names
-        ):
+        if self.category_ids is not None and len(self.category_ids) != len(self.class_names):
             raise ValueError(
                 f"{name}: {len(self.category_ids)} category ids for "
                 f"{len(self.class_names)} class names."
@@ -141,9 +139,7 @@ class RecordSet(DetectionSource):
             is_path.append(not isinstance(raw, bytes))
             images.append(raw if isinstance(raw, bytes) else os.fsencode(raw))
             lengths.append(len(sample.classes))
-            scale = np.array(
-                [sample.width, sample.height, sample.width, sample.height], np.float32
-            )
+            scale = np.array([sample.width, sample.height, sample.width, sample.height], np.float32)
             boxes.append(np.asarray(sample.boxes, np.float32).reshape(-1, 4) / scale)
             classes.append(np.asarray(sample.classes, np.int32))
             ids.append(sample.image_id)
@@ -160,9 +156,7 @@ class RecordSet(DetectionSource):
         )
         if shuffle:
             # Shuffling records (paths, not pixels) is cheap at any size.
-            dataset = dataset.shuffle(
-                len(self.samples), seed=seed, reshuffle_each_iteration=True
-            )
+            dataset = dataset.shuffle(len(self.samples), seed=seed, reshuffle_each_iteration=True)
         return dataset
 
     def to_coco_dict(self):
@@ -260,9 +254,10 @@ def probe_images(paths, report, decode=False, desc="Checking images"):
     """
     workers = min(16, (os.cpu_count() or 1) * 4)  # mostly file I/O
     probes = []
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
-        total=len(paths), desc=desc, disable=len(paths) < 1000, leave=False
-    ) as progress:
+    with (
+        concurrent.futures.ThreadPoolExecutor(workers) as pool,
+        tqdm(total=len(paths), desc=desc, disable=len(paths) < 1000, leave=False) as progress,
+    ):
         # In chunks: probes of JPEGs with Exif hold up to 128 KiB of header
         # until their orientations are read, in one batched call per chunk.
         for start in range(0, len(paths), _PROBE_CHUNK):

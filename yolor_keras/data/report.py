@@ -140,7 +140,6 @@ def evaluation_coverage(source, images_evaluated):
         print(
             f"WARNING: evaluated on {images_evaluated} of the {in_split} images of "
             f"{name}; {in_split - images_evaluated} were dropped, so the metrics "
-            "describe a subset."
-            + (f"\n{report.summary()}" if report is not None else "")
+            "describe a subset." + (f"\n{report.summary()}" if report is not None else "")
         )
     return {"images_evaluated": images_evaluated, "images_in_split": in_split}

@@ -78,17 +78,13 @@ def generate_dataset(
     ]
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
     outputs = {}
-    for split_index, (split, count) in enumerate(
-        (("train", num_train), ("val", num_val))
-    ):
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         image_dir = os.path.join(out_dir, split)
         os.makedirs(image_dir, exist_ok=True)
         images, annotations = [], []
         for index in tqdm(range(count), desc=f"Writing {split}", leave=False):
             rng = np.random.default_rng([seed, split_index, index])
-            picture, objects = render_image(
-                rng, instances, image_size, max_objects, vary_aspect
-            )
+            picture, objects = render_image(rng, instances, image_size, max_objects, vary_aspect)
             file_name = f"{index:06d}.jpg"
             picture.save(os.path.join(image_dir, file_name), quality=jpeg_quality)
             image_id = index + 1
@@ -196,10 +192,7 @@ def render_image(rng, instances, image_size, max_objects, vary_aspect):
         # Keep every earlier object at least MIN_VISIBLE visible.
         trial = owner.copy()
         trial[full] = len(placed)
-        if any(
-            (trial == k).sum() < MIN_VISIBLE * obj["pixels"]
-            for k, obj in enumerate(placed)
-        ):
+        if any((trial == k).sum() < MIN_VISIBLE * obj["pixels"] for k, obj in enumerate(placed)):
             continue
         owner = trial
         _paint(canvas, full, instance, rng)
@@ -241,13 +234,8 @@ def _background(rng, width, height):
     draw = ImageDraw.Draw(picture)
     for _ in range(int(rng.integers(4, 12))):
         grey = int(rng.uniform(40, 220))
-        color = tuple(
-            int(np.clip(grey + rng.uniform(-15, 15), 0, 255)) for _ in range(3)
-        )
-        points = [
-            (float(rng.uniform(0, width)), float(rng.uniform(0, height)))
-            for _ in range(3)
-        ]
+        color = tuple(int(np.clip(grey + rng.uniform(-15, 15), 0, 255)) for _ in range(3))
+        points = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(3)]
         if rng.random() < 0.5:
             draw.line(points, fill=color, width=int(rng.integers(1, 4)))
         else:
@@ -281,10 +269,7 @@ def _shape_mask(name, side):
         angles = np.linspace(-np.pi / 2, 3 * np.pi / 2, 11)[:10]
         radii = np.where(np.arange(10) % 2 == 0, (high - low) / 2, (high - low) / 4.5)
         draw.polygon(
-            [
-                (middle + r * np.cos(a), middle + r * np.sin(a))
-                for a, r in zip(angles, radii)
-            ],
+            [(middle + r * np.cos(a), middle + r * np.sin(a)) for a, r in zip(angles, radii)],
             fill=255,
         )
     elif name == "cross":
@@ -313,9 +298,9 @@ def _paint(canvas, mask, instance, rng):
         top = rows < (rows.min() + rows.max()) / 2
         pixels[top] = color * 0.55
     shade = rng.uniform(0.85, 1.1)
-    canvas[rows, cols] = np.clip(
-        pixels * shade + rng.normal(0, 4, pixels.shape), 0, 255
-    ).astype(np.uint8)
+    canvas[rows, cols] = np.clip(pixels * shade + rng.normal(0, 4, pixels.shape), 0, 255).astype(
+        np.uint8
+    )
 
 
 def _add_occluding_clutter(canvas, owner, placed, rng):
@@ -331,13 +316,8 @@ def _add_occluding_clutter(canvas, owner, placed, rng):
             x = int(rng.integers(0, width - thickness))
             bar[:, x : x + thickness] = True
         trial = np.where(bar, -1, owner)
-        if any(
-            (trial == k).sum() < MIN_VISIBLE * obj["pixels"]
-            for k, obj in enumerate(placed)
-        ):
+        if any((trial == k).sum() < MIN_VISIBLE * obj["pixels"] for k, obj in enumerate(placed)):
             continue
         owner[...] = trial
         grey = rng.uniform(70, 180)
-        canvas[bar] = np.clip(
-            grey + rng.normal(0, 5, (int(bar.sum()), 3)), 0, 255
-        ).astype(np.uint8)
+        canvas[bar] = np.clip(grey + rng.normal(0, 5, (int(bar.sum()), 3)), 0, 255).astype(np.uint8)

@@ -178,9 +178,7 @@ class TFDSSource(DetectionSource):
         cardinality = int(self._raw(shuffle=False, seed=None).cardinality())
         if cardinality >= 0:
             return cardinality
-        return sum(
-            1 for _ in tqdm(self._raw(shuffle=False, seed=None), desc="Counting")
-        )
+        return sum(1 for _ in tqdm(self._raw(shuffle=False, seed=None), desc="Counting"))
 
     def _raw(self, shuffle, seed):
         read_config = self._tfds.ReadConfig(shuffle_seed=seed)
@@ -201,9 +199,7 @@ class TFDSSource(DetectionSource):
 
     def _to_element(self, index, example):
         objects = example["objects"]
-        ymin, xmin, ymax, xmax = tf.unstack(
-            tf.reshape(objects["bbox"], [-1, 4]), axis=-1
-        )
+        ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(objects["bbox"], [-1, 4]), axis=-1)
         boxes = tf.stack([xmin, ymin, xmax, ymax], axis=-1)
         keep = (xmax > xmin) & (ymax > ymin)
         if "is_crowd" in objects and not self.include_crowd:
@@ -224,10 +220,14 @@ class TFDSSource(DetectionSource):
         images, annotations = [], []
         # An image whose header cannot be read is left out of the ground
         # truth; the pipeline fails to decode it too, and counts it there.
-        dataset = self.encoded_dataset(shuffle=False).map(
-            lambda element: (element, _image_size(element["image"])),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ).ignore_errors()
+        dataset = (
+            self.encoded_dataset(shuffle=False)
+            .map(
+                lambda element: (element, _image_size(element["image"])),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            .ignore_errors()
+        )
         for element, (height, width) in tqdm(
             dataset.as_numpy_iterator(),
             total=self.num_samples,
@@ -247,9 +247,7 @@ class TFDSSource(DetectionSource):
             for box, label in zip(element["boxes"] * scale, element["classes"]):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 category = (
-                    int(label)
-                    if self.category_ids is None
-                    else self.category_ids[int(label)]
+                    int(label) if self.category_ids is None else self.category_ids[int(label)]
                 )
                 annotations.append(
                     {
@@ -261,11 +259,7 @@ class TFDSSource(DetectionSource):
                         "iscrowd": 0,
                     }
                 )
-        ids = (
-            range(len(self.class_names))
-            if self.category_ids is None
-            else self.category_ids
-        )
+        ids = range(len(self.class_names)) if self.category_ids is None else self.category_ids
         categories = [{"id": int(i), "name": n} for i, n in zip(ids, self.class_names)]
         return {"images": images, "annotations": annotations, "categories": categories}
 

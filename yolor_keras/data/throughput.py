@@ -315,8 +315,15 @@ def data_rows(
         rows = []
         if official_dir:
             result = official(
-                image_dir, official_dir, hyp, opencv_dir, image_size, batch_size,
-                batches, warmup, workers,
+                image_dir,
+                official_dir,
+                hyp,
+                opencv_dir,
+                image_size,
+                batch_size,
+                batches,
+                warmup,
+                workers,
             )
             rows.append({"loader": f"official, {workers} workers", **result})
         for cache in caches:

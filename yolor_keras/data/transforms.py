@@ -95,16 +95,12 @@ def compose_canvas(images, sizes, offsets, regions):
         The canvas, (y1 - y0, x1 - x0, 3) of the regions' union, uint8.
     """
     tiles = [
-        paste_tile(
-            images[i], sizes[i, 0], sizes[i, 1], offsets[i, 0], offsets[i, 1], region
-        )
+        paste_tile(images[i], sizes[i, 0], sizes[i, 1], offsets[i, 0], offsets[i, 1], region)
         for i, region in enumerate(regions)
     ]
     if len(tiles) == 1:
         return tiles[0]
-    return tf.concat(
-        [tf.concat(tiles[:2], axis=1), tf.concat(tiles[2:], axis=1)], axis=0
-    )
+    return tf.concat([tf.concat(tiles[:2], axis=1), tf.concat(tiles[2:], axis=1)], axis=0)
 
 
 def resize_image(image, new_height, new_width, antialias):
@@ -123,14 +119,10 @@ def resize_image(image, new_height, new_width, antialias):
     shape = tf.shape(image)
 
     def resize():
-        resized = tf.image.resize(
-            image, tf.stack([new_height, new_width]), antialias=antialias
-        )
+        resized = tf.image.resize(image, tf.stack([new_height, new_width]), antialias=antialias)
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
-    unchanged = tf.logical_and(
-        tf.equal(shape[0], new_height), tf.equal(shape[1], new_width)
-    )
+    unchanged = tf.logical_and(tf.equal(shape[0], new_height), tf.equal(shape[1], new_width))
     return tf.cond(unchanged, lambda: image, resize)
 
 
@@ -191,9 +183,7 @@ def perspective_matrix(params, canvas_height, canvas_width, output_size):
             tf.stack([zero, zero, one]),
         ]
     )
-    move = translation(
-        params["translate_x"] * output_size, params["translate_y"] * output_size
-    )
+    move = translation(params["translate_x"] * output_size, params["translate_y"] * output_size)
     return move @ shear @ rotation @ perspective @ center
 
 
@@ -281,10 +271,7 @@ def box_candidates(before, after, wh_thr=2.0, ar_thr=20.0, area_thr=0.1):
     w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
     aspect = tf.maximum(w2 / (h2 + 1e-16), h2 / (w2 + 1e-16))
     return (
-        (w2 > wh_thr)
-        & (h2 > wh_thr)
-        & (w2 * h2 / (w1 * h1 + 1e-16) > area_thr)
-        & (aspect < ar_thr)
+        (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + 1e-16) > area_thr) & (aspect < ar_thr)
     )
 
 
@@ -329,9 +316,7 @@ def adjust_hsv(image, gains):
     def channel(n):
         k = n + hue6
         k = tf.where(k >= 6.0, k - 6.0, k)
-        return value - value_saturation * tf.clip_by_value(
-            tf.minimum(k, 4.0 - k), 0.0, 1.0
-        )
+        return value - value_saturation * tf.clip_by_value(tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
     return tf.stack([channel(5.0), channel(3.0), channel(1.0)], axis=-1)
 
@@ -433,9 +418,7 @@ def resample_tile(images, index, tile, placement, output_box, fill):
         # Keep the samples on valid pixels; this moves the outermost samples
         # by at most half a source pixel.
         low = tf.clip_by_value(a, 0.0, limit)
-        high = tf.clip_by_value(
-            a + b * tf.cast(tf.maximum(count - 1, 0), tf.float32), 0.0, limit
-        )
+        high = tf.clip_by_value(a + b * tf.cast(tf.maximum(count - 1, 0), tf.float32), 0.0, limit)
         padded = tf.cast(tf.shape(images)[2 - axis] - 1, tf.float32)
         ranges.append((first, stop, count))
         sampling.append((low / padded, high / padded))

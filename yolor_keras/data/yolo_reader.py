@@ -59,15 +59,11 @@ def read_yolo_txt(
     """
     image_paths, image_root = _list_images(os.fspath(images))
     if class_names is None and num_classes is None:
-        class_names, num_classes = _class_list_beside(
-            image_paths[0], image_root, labels, verbose
-        )
+        class_names, num_classes = _class_list_beside(image_paths[0], image_root, labels, verbose)
     if class_names is not None:
         class_names = [str(name) for name in class_names]
         if num_classes is not None and num_classes != len(class_names):
-            raise ValueError(
-                f"num_classes={num_classes} but {len(class_names)} class names given."
-            )
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names given.")
         num_classes = len(class_names)
     report = reasons.DataReport(os.fspath(images))
     report.num_indexed = len(image_paths)
@@ -100,9 +96,7 @@ def read_yolo_txt(
             ],
             axis=-1,
         )
-        boxes, classes = clean_boxes(
-            boxes, rows[:, 0], width, height, num_classes, report, name
-        )
+        boxes, classes = clean_boxes(boxes, rows[:, 0], width, height, num_classes, report, name)
         samples.append(
             Sample(
                 image=probe.data if probe.data is not None else path,
@@ -254,9 +248,7 @@ def _list_images(images):
         root = os.path.dirname(os.path.abspath(images))
         with open(images, encoding="utf-8") as file:
             lines = [line.strip() for line in file if line.strip()]
-        paths = [
-            line if os.path.isabs(line) else os.path.join(root, line) for line in lines
-        ]
+        paths = [line if os.path.isabs(line) else os.path.join(root, line) for line in lines]
         paths = [os.path.normpath(path) for path in paths]
     else:
         raise FileNotFoundError(f"No image folder or .txt image list at: {images}")

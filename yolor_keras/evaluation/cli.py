@@ -15,7 +15,9 @@ def add_parser(subparsers):
         ),
     )
     parser.add_argument("--model", required=True, help="a .keras detector (converted or trained)")
-    parser.add_argument("--data", required=True, help="dataset: COCO folder/JSON, YOLO folder/YAML or tfds:NAME")
+    parser.add_argument(
+        "--data", required=True, help="dataset: COCO folder/JSON, YOLO folder/YAML or tfds:NAME"
+    )
     parser.add_argument("--split", default="val")
     parser.add_argument(
         "--image-size",

@@ -160,9 +160,7 @@ def plan_rect_batches(sizes, batch_size, image_size, stride, pad=OFFICIAL_PAD):
                 f"{canvas_height}x{canvas_width} canvas; canvases come from rect_batch_shapes."
             )
         resized[index] = new_height, new_width
-        offset[index] = centre_offsets(
-            new_height, new_width, int(canvas_height), int(canvas_width)
-        )
+        offset[index] = centre_offsets(new_height, new_width, int(canvas_height), int(canvas_width))
     return RectPlan(order, batch, canvas, resized, offset, sizes, shapes)
 
 

@@ -28,7 +28,11 @@ def check_finite_outputs(outputs, source):
     if "num_detections" in outputs:
         counts = np.asarray(outputs["num_detections"])
         limit = next(
-            (np.shape(outputs[name])[1] for name in ("detection_scores", "scores") if name in outputs),
+            (
+                np.shape(outputs[name])[1]
+                for name in ("detection_scores", "scores")
+                if name in outputs
+            ),
             None,
         )
         if np.any(counts < 0) or (limit is not None and np.any(counts > limit)):

@@ -43,7 +43,9 @@ def add_parser(subparsers):
         help="saved_model: the model root folder (default saved_models); tflite/onnx: "
         "the output file (default: next to --model).",
     )
-    parser.add_argument("--name", default=None, help="saved_model: model name (default: file stem).")
+    parser.add_argument(
+        "--name", default=None, help="saved_model: model name (default: file stem)."
+    )
     parser.add_argument("--version", default="1", help="saved_model: version number (default 1).")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing export.")
     parser.add_argument(
@@ -55,7 +57,9 @@ def add_parser(subparsers):
     )
     parser.add_argument("--conf", type=float, default=None, help="Score threshold (the task's).")
     parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (the task's).")
-    parser.add_argument("--max-det", type=int, default=None, help="Detections per image (the task's).")
+    parser.add_argument(
+        "--max-det", type=int, default=None, help="Detections per image (the task's)."
+    )
     parser.add_argument(
         "--multi-label",
         action="store_true",
@@ -78,7 +82,9 @@ def add_parser(subparsers):
         "--calibration-limit", type=int, default=200, help="tflite int8: images used (200)."
     )
     nms = parser.add_mutually_exclusive_group()
-    nms.add_argument("--nms", dest="nms", action="store_true", default=None, help="NMS in the graph.")
+    nms.add_argument(
+        "--nms", dest="nms", action="store_true", default=None, help="NMS in the graph."
+    )
     nms.add_argument("--no-nms", dest="nms", action="store_false", help="No NMS in the graph.")
     return parser
 

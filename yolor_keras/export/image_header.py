@@ -79,7 +79,10 @@ def encoded_image_shape(encoded):
     def bmp_shape():
         # BITMAPINFOHEADER: width at 18, height at 22 (negative = top-down).
         return tf.stack(
-            [tf.abs(_signed32_little_endian(padded, 22)), tf.abs(_signed32_little_endian(padded, 18))]
+            [
+                tf.abs(_signed32_little_endian(padded, 22)),
+                tf.abs(_signed32_little_endian(padded, 18)),
+            ]
         )
 
     def webp_shape():
@@ -110,9 +113,7 @@ def encoded_image_shape(encoded):
 
         return tf.case(
             [(tf.equal(chunk, b"VP8 "), lossy), (tf.equal(chunk, b"VP8L"), lossless)],
-            default=lambda: tf.case(
-                [(tf.equal(chunk, b"VP8X"), extended)], default=unknown_shape
-            ),
+            default=lambda: tf.case([(tf.equal(chunk, b"VP8X"), extended)], default=unknown_shape),
         )
 
     def unknown_shape():

@@ -298,7 +298,9 @@ def check_saved_model(export_dir, name=None):
         image = tf.fill(CHECK_IMAGE_SHAPE, tf.constant(128, tf.uint8))
         outputs = serve(**{INPUT_NAME: tf.reshape(tf.io.encode_png(image), [1])})
     except Exception as error:
-        raise ExportCheckError(f"The SavedModel written for {name} does not run: {error}") from error
+        raise ExportCheckError(
+            f"The SavedModel written for {name} does not run: {error}"
+        ) from error
     # NMS drops NaN scores, so a model whose weights went NaN still answers
     # with finite (empty) outputs: the saved weights are read back too.
     reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))

@@ -55,7 +55,9 @@ def export_decoder(task, prediction_decoder=None, **settings):
     """
     unknown = sorted(set(settings) - set(NMS_SETTINGS))
     if unknown:
-        raise ValueError(f"Unknown NMS setting(s) {unknown}; expected some of {list(NMS_SETTINGS)}.")
+        raise ValueError(
+            f"Unknown NMS setting(s) {unknown}; expected some of {list(NMS_SETTINGS)}."
+        )
     decoder = prediction_decoder or task.prediction_decoder
     if not isinstance(decoder, NonMaxSuppression):
         raise ValueError(
@@ -83,7 +85,9 @@ def export_preprocessor(task, image_size=None):
     preprocessor = getattr(task, "preprocessor", None)
     fixed = task.image_size if isinstance(task.image_size, int) else None
     if image_size is None:
-        image_size = preprocessor.image_size if preprocessor is not None else fixed or DEFAULT_IMAGE_SIZE
+        image_size = (
+            preprocessor.image_size if preprocessor is not None else fixed or DEFAULT_IMAGE_SIZE
+        )
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"`image_size` must be a positive int; got {image_size!r}.")
     stride = max(int(stride) for stride in task.strides)

@@ -27,7 +27,9 @@ def add_parser(subparsers):
     )
     parser.add_argument("--model", required=True, help="A .keras model file (YOLORObjectDetector).")
     parser.add_argument("--source", required=True, help="An image file or a folder of images.")
-    parser.add_argument("--out", default="runs/detect", help="Output folder (default: runs/detect).")
+    parser.add_argument(
+        "--out", default="runs/detect", help="Output folder (default: runs/detect)."
+    )
     # NMS settings left out are the model's own (its prediction decoder:
     # 0.25, 0.45, 300 and single-label unless it was saved with others).
     parser.add_argument(
@@ -37,7 +39,10 @@ def add_parser(subparsers):
         "--iou", type=float, default=None, help="NMS IoU threshold (default: the model's, 0.45)."
     )
     parser.add_argument(
-        "--max-det", type=int, default=None, help="Detections kept per image (default: the model's, 300)."
+        "--max-det",
+        type=int,
+        default=None,
+        help="Detections kept per image (default: the model's, 300).",
     )
     parser.add_argument(
         "--multi-label",
@@ -85,7 +90,9 @@ def draw_detections(image, result):
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     for box, score, class_index, name in zip(
-        result.get("boxes", ()), result.get("scores", ()), result.get("classes", ()),
+        result.get("boxes", ()),
+        result.get("scores", ()),
+        result.get("classes", ()),
         result.get("class_names", ()),
     ):
         color = _class_color(int(class_index))
@@ -109,7 +116,9 @@ def _class_color(class_index):
 
 def _output_path(out_dir, source, image_path):
     relative = (
-        os.path.relpath(image_path, source) if os.path.isdir(source) else os.path.basename(image_path)
+        os.path.relpath(image_path, source)
+        if os.path.isdir(source)
+        else os.path.basename(image_path)
     )
     stem, extension = os.path.splitext(relative)
     if extension.lower() not in WRITABLE_EXTENSIONS:
@@ -213,8 +222,10 @@ def _detect(args):
                     "class_name": name,
                 }
                 for box, score, class_index, name in zip(
-                    result.get("boxes", ()), result.get("scores", ()),
-                    result.get("classes", ()), result.get("class_names", ()),
+                    result.get("boxes", ()),
+                    result.get("scores", ()),
+                    result.get("classes", ()),
+                    result.get("class_names", ()),
                 )
             ],
         }

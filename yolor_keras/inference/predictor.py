@@ -199,7 +199,10 @@ class BasePredictor:
         for start in range(0, len(images), self.batch_size):
             chunk = [
                 # Paths name themselves in errors; other inputs by position.
-                read_image(image, name=None if isinstance(image, (str, os.PathLike)) else f"images[{index}]")
+                read_image(
+                    image,
+                    name=None if isinstance(image, (str, os.PathLike)) else f"images[{index}]",
+                )
                 for index, image in enumerate(images[start : start + self.batch_size], start)
             ]
             prepared = [self.letterbox(image) for image in chunk]
@@ -238,9 +241,7 @@ DEPLOY_BF16_POLICY = "bfloat16"
 def check_precision(precision):
     """Returns `precision` if it is a known name, else raises a clear ValueError."""
     if precision not in PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {sorted(PRECISIONS)}; got {precision!r}."
-        )
+        raise ValueError(f"`precision` must be one of {sorted(PRECISIONS)}; got {precision!r}.")
     return precision
 
 

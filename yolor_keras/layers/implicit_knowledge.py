@@ -51,9 +51,7 @@ class ImplicitKnowledge(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if form not in FORMS:
-            raise ValueError(
-                f"Layer '{self.name}': `form` must be one of {FORMS}, got {form!r}."
-            )
+            raise ValueError(f"Layer '{self.name}': `form` must be one of {FORMS}, got {form!r}.")
         if prior_dim < 1 or num_basis < 1:
             raise ValueError(
                 f"Layer '{self.name}': `prior_dim` and `num_basis` must be >= 1, "

@@ -165,7 +165,6 @@ def non_max_suppression(
     }
 
 
-
 @keras.saving.register_keras_serializable(package="yolor_keras")
 class NonMaxSuppression(keras.layers.Layer):
     """Decoded predictions -> final detections, holding the NMS settings.

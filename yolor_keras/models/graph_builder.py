@@ -12,8 +12,8 @@ module path; `graph_plan.keras_name` gives the layer names).
 import keras
 
 from yolor_keras.layers import ChannelAffine
-from yolor_keras.models.graph_plan import keras_name
 from yolor_keras.layers import ReOrg
+from yolor_keras.models.graph_plan import keras_name
 
 # PyTorch's BatchNorm momentum 0.03 (both branches) is Keras' 0.97.
 BATCHNORM_MOMENTUM = 0.97

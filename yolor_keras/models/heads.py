@@ -139,8 +139,7 @@ class DetectionHead:
             # Both official branches add the prior to the conv's default
             # (random uniform) bias rather than replacing it.
             conv.bias.assign(
-                np.asarray(conv.bias)
-                + prior_bias(plan.num_anchors, plan.num_classes, level.stride)
+                np.asarray(conv.bias) + prior_bias(plan.num_anchors, plan.num_classes, level.stride)
             )
             if self.implicit["multiply"] and not deploy:
                 x = ImplicitMultiply(
@@ -244,7 +243,12 @@ class PooledHead:
         """The add folds into the hidden Dense, the multiply into the output Dense."""
         names = self._names()
         return [
-            (IMPLICIT_LINEAR, names["hidden"], names["add"] if self.implicit["add"] else None, None),
+            (
+                IMPLICIT_LINEAR,
+                names["hidden"],
+                names["add"] if self.implicit["add"] else None,
+                None,
+            ),
             (
                 IMPLICIT_LINEAR,
                 names["output"],

@@ -82,7 +82,9 @@ class YOLORBackbone(keras.Model):
 
     def plan(self, num_classes=ANY_NUM_CLASSES):
         """The architecture's `GraphPlan` at this scaling, for heads of ``num_classes``."""
-        return make_plan(self.architecture, num_classes, self.width_multiplier, self.depth_multiplier)
+        return make_plan(
+            self.architecture, num_classes, self.width_multiplier, self.depth_multiplier
+        )
 
     @classmethod
     def from_preset(

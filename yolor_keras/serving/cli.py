@@ -41,7 +41,9 @@ def add_parser(subparsers):
             "only models you trust."
         ),
     )
-    parser.add_argument("root", nargs="?", default="saved_models", help="Model root (saved_models).")
+    parser.add_argument(
+        "root", nargs="?", default="saved_models", help="Model root (saved_models)."
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -54,7 +56,9 @@ def add_parser(subparsers):
         default=None,
         help="Also serve TF Serving's gRPC PredictionService on this port (e.g. 8500).",
     )
-    parser.add_argument("--threads", type=_positive_int, default=8, help="Threads running the model (8).")
+    parser.add_argument(
+        "--threads", type=_positive_int, default=8, help="Threads running the model (8)."
+    )
     group = parser.add_argument_group(
         "limits",
         "What a request, and all requests together, may ask of the server. With the defaults "

@@ -74,7 +74,9 @@ class Client:
     ```
     """
 
-    def __init__(self, url, model_name, version=None, protocol="rest", class_names=None, timeout=60.0):
+    def __init__(
+        self, url, model_name, version=None, protocol="rest", class_names=None, timeout=60.0
+    ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"`protocol` must be one of {PROTOCOLS}; got {protocol!r}.")
         if version is not None and (not str(version).isdigit() or int(version) < 1):

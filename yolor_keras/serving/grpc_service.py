@@ -73,14 +73,16 @@ def images_from_tensor_proto(proto, dtype, limits):
             f"{_dtype_name(expected)}."
         )
     if proto.tensor_shape.unknown_rank:
-        raise BadRequest(f"Input {INPUT_NAME!r} must declare its shape (tensor_shape has unknown_rank).")
+        raise BadRequest(
+            f"Input {INPUT_NAME!r} must declare its shape (tensor_shape has unknown_rank)."
+        )
     dims = [dim.size for dim in proto.tensor_shape.dim]
     if any(size < 0 for size in dims):
         raise BadRequest(f"Input {INPUT_NAME!r} declares negative dims {dims}.")
     value_field = _VALUE_FIELDS[expected]
     # Every other value field must be empty: they would be ignored, or
     # (tensor_content for strings) misread.
-    for field, value in proto.ListFields():
+    for field, _value in proto.ListFields():
         if field.name.endswith("_val") and field.name != value_field:
             raise BadRequest(
                 f"Input {INPUT_NAME!r} of dtype {_dtype_name(expected)} carries values in "
@@ -104,10 +106,14 @@ def _check_batch(size, limits):
 
 def _encoded_images(proto, dims, limits):
     if len(dims) != 1:
-        raise BadRequest(f"Input {INPUT_NAME!r} (encoded images) must have rank 1; dims are {dims}.")
+        raise BadRequest(
+            f"Input {INPUT_NAME!r} (encoded images) must have rank 1; dims are {dims}."
+        )
     _check_batch(dims[0], limits)
     if proto.tensor_content:
-        raise BadRequest(f"Input {INPUT_NAME!r}: DT_STRING values go in string_val, not tensor_content.")
+        raise BadRequest(
+            f"Input {INPUT_NAME!r}: DT_STRING values go in string_val, not tensor_content."
+        )
     if len(proto.string_val) != dims[0]:
         raise BadRequest(
             f"Input {INPUT_NAME!r} declares {dims[0]} images but string_val holds "
@@ -192,7 +198,9 @@ class DetectionPredictionService(prediction_service_pb2_grpc.PredictionServiceSe
                 f"The request must have the one input {INPUT_NAME!r}; got {sorted(request.inputs)}."
             )
         input_spec = served.input_spec(signature_name)
-        images = images_from_tensor_proto(request.inputs[INPUT_NAME], input_spec.dtype, served.limits)
+        images = images_from_tensor_proto(
+            request.inputs[INPUT_NAME], input_spec.dtype, served.limits
+        )
         outputs = served.predict(images, signature_name)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = served.name

@@ -17,7 +17,6 @@ import dataclasses
 import threading
 import time
 
-
 # 32 MiB: 64 full-HD JPEGs of about 350 KB each, base64-encoded in JSON.
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 64

@@ -265,7 +265,9 @@ def _first_line(message):
         if (
             not line
             or line == "Graph execution error:"
-            or line.startswith(("Detected at node", "<stack traces", "[[", "File ", "{{function_node"))
+            or line.startswith(
+                ("Detected at node", "<stack traces", "[[", "File ", "{{function_node")
+            )
         ):
             continue
         line = line.split("\t [[")[0].split(" [[")[0].strip()

@@ -48,12 +48,17 @@ def parse_predict_request(payload, takes_encoded_images):
         instances = payload["instances"]
         if not isinstance(instances, list):
             raise BadRequest('"instances" must be a list, one entry per image.')
-        images = [_unwrap_named(instance, f"instances[{index}]") for index, instance in enumerate(instances)]
+        images = [
+            _unwrap_named(instance, f"instances[{index}]")
+            for index, instance in enumerate(instances)
+        ]
     else:
         inputs = payload["inputs"]
         if isinstance(inputs, dict) and "b64" not in inputs:
             if set(inputs) != {INPUT_NAME}:
-                raise BadRequest(f'"inputs" must name the one input {INPUT_NAME!r}; got {sorted(inputs)}.')
+                raise BadRequest(
+                    f'"inputs" must name the one input {INPUT_NAME!r}; got {sorted(inputs)}.'
+                )
             inputs = inputs[INPUT_NAME]
         if not isinstance(inputs, list):
             raise BadRequest('"inputs" must be a list of images (or {"images": [...]}).')
@@ -100,6 +105,7 @@ def format_predict_response(outputs, columnar):
     batch = len(next(iter(outputs.values())))
     return {
         "predictions": [
-            {name: value[index].tolist() for name, value in outputs.items()} for index in range(batch)
+            {name: value[index].tolist() for name, value in outputs.items()}
+            for index in range(batch)
         ]
     }

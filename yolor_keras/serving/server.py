@@ -244,7 +244,7 @@ class RequestSlots:
             self._semaphore = asyncio.Semaphore(self.count)
         try:
             await asyncio.wait_for(self._semaphore.acquire(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Overloaded(
                 f"The server is busy: {self.count} requests are being handled and no turn came "
                 f"within {self.timeout:g} s; retry later."
@@ -260,7 +260,9 @@ def _json_response(status, content):
     if not isinstance(content, bytes):
         content = json.dumps(content).encode("utf-8")
     headers = {"retry-after": "1"} if status == 503 else None
-    return Response(content=content, status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        content=content, status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def internal_error_handler(request, error):

@@ -125,7 +125,9 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "w+b")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     def wait_ready(self, timeout=SERVER_START_TIMEOUT):
         """Waits until the model's status route answers 200."""
@@ -145,7 +147,9 @@ class ServerProcess:
             finally:
                 connection.close()
             time.sleep(0.3)
-        raise TimeoutError(f"`yolor serve` did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"`yolor serve` did not answer within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, size=3000):
         self._log.flush()

@@ -516,7 +516,9 @@ class YOLORObjectDetector(keras.Model):
                     f"{head.implicit[use]!r} form, which a detector's vector cannot be copied into."
                 )
             if source_head.implicit[use] != "vector":
-                raise ValueError(f"load_detector_weights: the detector's implicit {use} is not a vector.")
+                raise ValueError(
+                    f"load_detector_weights: the detector's implicit {use} is not a vector."
+                )
         self.backbone.set_weights(detector.backbone.get_weights())
 
         source = {layer.name: layer for layer in iter_layers(detector)}

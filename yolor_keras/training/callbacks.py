@@ -82,7 +82,7 @@ def read_pointer(run_dir):
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint pointer ({error}).") from None
     if not isinstance(pointer, dict) or not isinstance(pointer.get("latest"), str):
-        raise CheckpointError(f"{path}: expected {{\"latest\": NAME, ...}}, got {pointer!r}.")
+        raise CheckpointError(f'{path}: expected {{"latest": NAME, ...}}, got {pointer!r}.')
     return pointer
 
 
@@ -98,7 +98,9 @@ def read_state(checkpoint_dir):
         raise CheckpointError(f"{path}: unreadable ({error}).") from None
     for key in ("epoch", "step", "updates"):
         if not isinstance(state.get(key), int) or state[key] < 0:
-            raise CheckpointError(f"{path}: `{key}` must be an integer >= 0, got {state.get(key)!r}.")
+            raise CheckpointError(
+                f"{path}: `{key}` must be an integer >= 0, got {state.get(key)!r}."
+            )
     return state
 
 
@@ -136,7 +138,9 @@ def check_checkpoint_folder(folder):
     except (OSError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{archive}: not a complete Keras archive ({error}).") from None
     if broken is not None or not {"config.json", "model.weights.h5"} <= names:
-        raise CheckpointError(f"{archive}: incomplete Keras archive (bad member {broken!r}, members {sorted(names)}).")
+        raise CheckpointError(
+            f"{archive}: incomplete Keras archive (bad member {broken!r}, members {sorted(names)})."
+        )
 
 
 def load_checkpoint(folder):
@@ -214,7 +218,9 @@ def save_checkpoint(task, state, run_dir, keep_epochs=()):
         with open(os.path.join(folder, STATE_NAME), "w", encoding="utf-8") as handle:
             json.dump(state, handle, indent=2)
 
-    folder = write_directory_atomically(os.path.join(root, name), write, check=check_checkpoint_folder)
+    folder = write_directory_atomically(
+        os.path.join(root, name), write, check=check_checkpoint_folder
+    )
     pointer = read_pointer(run_dir)
     previous = pointer["latest"] if pointer and pointer["latest"] != name else None
     _write_json(os.path.join(run_dir, POINTER_NAME), {"latest": name, "previous": previous})
@@ -256,7 +262,9 @@ class ResultsLog(keras.callbacks.Callback):
                 rows = [row for row in csv.reader(handle) if row]
             header, rows = (rows[0], rows[1:]) if rows else (None, [])
         if header is None:
-            header = ["epoch"] + sorted(k for k in logs if not k.startswith("val_")) + self.score_columns
+            header = (
+                ["epoch"] + sorted(k for k in logs if not k.startswith("val_")) + self.score_columns
+            )
         rows = [row for row in rows if row[0].isdigit() and int(row[0]) < epoch]
         values = {"epoch": epoch, **logs}
         rows.append([str(values[key]) if key in values else "" for key in header])
@@ -334,7 +342,9 @@ class EvaluationCallback(keras.callbacks.Callback):
                 self.model, self.dataset, self.info, verbose=self.verbose
             )
         self.last_metrics = metrics
-        scores = {EVALUATION_LOGS[key]: float(metrics[key]) for key in EVALUATION_LOGS if key in metrics}
+        scores = {
+            EVALUATION_LOGS[key]: float(metrics[key]) for key in EVALUATION_LOGS if key in metrics
+        }
         if logs is not None:
             logs.update(scores)
         if self.verbose:

@@ -7,7 +7,9 @@ def _epoch_list(text):
     try:
         epochs = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epoch numbers, e.g. 298,424; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epoch numbers, e.g. 298,424; got {text!r}"
+        ) from None
     if any(epoch < 0 for epoch in epochs):
         raise argparse.ArgumentTypeError(f"epoch numbers must be >= 0, got {text!r}")
     return epochs
@@ -19,14 +21,19 @@ def add_parser(subparsers):
         help="train a detector with model.fit",
         description="Train a YOLOR detector with model.fit by a recipe (recipes/*.yaml).",
     )
-    parser.add_argument("--data", required=True, help="dataset: COCO folder/JSON, YOLO folder/YAML or tfds:NAME")
+    parser.add_argument(
+        "--data", required=True, help="dataset: COCO folder/JSON, YOLO folder/YAML or tfds:NAME"
+    )
     parser.add_argument("--recipe", help="recipe YAML (default: the official hyp.scratch.1280)")
     parser.add_argument("--model", help="preset name (default: the recipe's train.model)")
     parser.add_argument(
-        "--out", default="runs/train",
+        "--out",
+        default="runs/train",
         help="run directory (checkpoints, results.csv, model.keras); a new run needs it empty",
     )
-    parser.add_argument("--epochs", type=int, help="total epochs, counted from epoch 0 also when continuing")
+    parser.add_argument(
+        "--epochs", type=int, help="total epochs, counted from epoch 0 also when continuing"
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--val-data", help="validation dataset (default: --data, split 'val')")
@@ -36,37 +43,53 @@ def add_parser(subparsers):
     start.add_argument(
         "--weights", help="a .keras detector to start from (warmup, cosine and EMA start afresh)"
     )
-    start.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     start.add_argument(
-        "--continue-from", metavar="CHECKPOINT",
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    start.add_argument(
+        "--continue-from",
+        metavar="CHECKPOINT",
         help="continue another run's checkpoint folder (or run directory: its latest) in --out, "
         "carrying over the epoch counter, optimizer state and EMA update count, with the cosine "
         "re-based to --epochs (the official tune.py / train.py --weights last_298.pt)",
     )
     parser.add_argument(
-        "--continue-weights", choices=["ema", "raw"], default="ema",
+        "--continue-weights",
+        choices=["ema", "raw"],
+        default="ema",
         help="with --continue-from: start from the checkpoint's EMA weights (official) or its raw weights",
     )
     parser.add_argument(
-        "--stage", choices=["train", "tune"], default="train",
+        "--stage",
+        choices=["train", "tune"],
+        default="train",
         help="train: 4-image mosaic (official train.py); tune: 9-image mosaic (official tune.py)",
     )
     parser.add_argument(
-        "--save-epochs", type=_epoch_list, metavar="N,M",
+        "--save-epochs",
+        type=_epoch_list,
+        metavar="N,M",
         help="also keep the checkpoints of these 0-based epochs, e.g. 298,424 "
         "(checkpoints/epoch_298); the latest and previous checkpoints are always kept",
     )
     parser.add_argument(
-        "--exist-ok", action="store_true",
+        "--exist-ok",
+        action="store_true",
         help="start a new run in a non-empty --out, replacing its checkpoints, results.csv and model.keras",
     )
     parser.add_argument(
-        "--strategy", default="auto", choices=["auto", "mirrored", "multi_worker", "default"],
+        "--strategy",
+        default="auto",
+        choices=["auto", "mirrored", "multi_worker", "default"],
         help="tf.distribute strategy (auto: MirroredStrategy when several GPUs are visible)",
     )
-    parser.add_argument("--no-cache", action="store_true", help="do not cache decoded images in memory")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not cache decoded images in memory"
+    )
     parser.add_argument("--steps-per-epoch", type=int, help="cap batches per epoch (quick runs)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the data")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and the data"
+    )
     return parser
 
 

@@ -84,7 +84,8 @@ def enable_multi_worker_fit():
     if not keras.__version__.startswith(_PATCHED_KERAS):
         warnings.warn(
             f"The multi-worker fit workaround is verified on Keras {_PATCHED_KERAS}, "
-            f"not {keras.__version__}; leaving Keras unchanged."
+            f"not {keras.__version__}; leaving Keras unchanged.",
+            stacklevel=2,
         )
         return False
     if getattr(tf_trainer, "_yolor_multi_worker_patched", False):

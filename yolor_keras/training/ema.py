@@ -9,7 +9,6 @@ the state dict: the weights and the BatchNorm running means and variances.
 
 import contextlib
 
-import keras
 import numpy as np
 
 from yolor_keras.tasks.yolor_object_detector import batchnorm_statistics

@@ -165,8 +165,7 @@ class YOLORSGD(keras.optimizers.Optimizer):
         if self.accumulation_warmup_steps is not None:
             if self.accumulation_warmup_steps < 0:
                 raise ValueError(
-                    "`accumulation_warmup_steps` must be >= 0, got "
-                    f"{accumulation_warmup_steps}."
+                    f"`accumulation_warmup_steps` must be >= 0, got {accumulation_warmup_steps}."
                 )
             ramp = accumulation_ramp(self.accumulation_ratio, self.accumulation_warmup_steps)
             if int(ramp[-1]) != accumulation:
@@ -436,9 +435,7 @@ class YOLORSGD(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             {
-                "bias_learning_rate": keras.optimizers.schedules.serialize(
-                    self.bias_learning_rate
-                )
+                "bias_learning_rate": keras.optimizers.schedules.serialize(self.bias_learning_rate)
                 if isinstance(
                     self.bias_learning_rate, keras.optimizers.schedules.LearningRateSchedule
                 )

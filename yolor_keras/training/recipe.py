@@ -92,7 +92,9 @@ def _parse_heads(value, where):
         )
     unknown = sorted(set(value) - set(HEAD_CONFIGS))
     if unknown:
-        raise ValueError(f"`{where}`: unknown head(s) {unknown}; choose among {list(HEAD_CONFIGS)}.")
+        raise ValueError(
+            f"`{where}`: unknown head(s) {unknown}; choose among {list(HEAD_CONFIGS)}."
+        )
     heads = {}
     for name in HEAD_CONFIGS:  # canonical order
         if name in value:
@@ -350,7 +352,9 @@ def build_heads(recipe, num_classes):
             heads.append(DetectionHead(num_classes, implicit=head.implicit))
         elif name == "classification":
             heads.append(
-                ClassificationHead(num_classes, hidden_units=head.hidden_units, implicit=head.implicit)
+                ClassificationHead(
+                    num_classes, hidden_units=head.hidden_units, implicit=head.implicit
+                )
             )
         else:
             heads.append(
@@ -377,6 +381,7 @@ def read_recipe_yaml(path):
 def load_recipe(path):
     """Loads and validates a recipe YAML file."""
     return recipe_from_dict(read_recipe_yaml(path), source=str(path))
+
 
 STAGE_KINDS = ("train", "tune")
 
@@ -410,9 +415,23 @@ class StagePlan:
     def command(self, data):
         """The `yolor train` arguments that run this stage on ``data``."""
         args = [
-            "train", "--data", str(data), "--recipe", self.recipe, "--model", self.model,
-            "--image-size", str(self.image_size), "--batch-size", str(self.batch_size),
-            "--epochs", str(self.epochs), "--stage", self.stage, "--out", self.out,
+            "train",
+            "--data",
+            str(data),
+            "--recipe",
+            self.recipe,
+            "--model",
+            self.model,
+            "--image-size",
+            str(self.image_size),
+            "--batch-size",
+            str(self.batch_size),
+            "--epochs",
+            str(self.epochs),
+            "--stage",
+            self.stage,
+            "--out",
+            self.out,
         ]
         if self.continue_from:
             args += ["--continue-from", self.continue_from]
@@ -456,12 +475,16 @@ def load_stage_plan(path):
             raise ValueError(f"{where} must be a mapping.")
         unknown = set(stage) - keys
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(keys)}.")
+            raise ValueError(
+                f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(keys)}."
+            )
         name = stage.get("name")
         if not isinstance(name, str) or name in plans:
             raise ValueError(f"{where}: `name` must be a new string, got {name!r}.")
         if stage.get("stage") not in STAGE_KINDS:
-            raise ValueError(f"{where}: `stage` must be one of {STAGE_KINDS}, got {stage.get('stage')!r}.")
+            raise ValueError(
+                f"{where}: `stage` must be one of {STAGE_KINDS}, got {stage.get('stage')!r}."
+            )
         epochs = stage.get("epochs")
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"{where}: `epochs` must be an integer >= 1, got {epochs!r}.")
@@ -475,25 +498,39 @@ def load_stage_plan(path):
         if not isinstance(save_epochs, list) or not all(
             isinstance(e, int) and not isinstance(e, bool) and 0 <= e < epochs for e in save_epochs
         ):
-            raise ValueError(f"{where}: `save_epochs` must list epochs in [0, {epochs}), got {save_epochs!r}.")
+            raise ValueError(
+                f"{where}: `save_epochs` must list epochs in [0, {epochs}), got {save_epochs!r}."
+            )
         continue_from = None
         origin = stage.get("continue_from")
         if origin is not None:
             if not isinstance(origin, dict) or set(origin) != {"stage", "epoch"}:
-                raise ValueError(f"{where}: `continue_from` must be {{stage: NAME, epoch: N}}, got {origin!r}.")
+                raise ValueError(
+                    f"{where}: `continue_from` must be {{stage: NAME, epoch: N}}, got {origin!r}."
+                )
             earlier = plans.get(origin["stage"])
             if earlier is None:
-                raise ValueError(f"{where}: `continue_from` names {origin['stage']!r}, not an earlier stage.")
+                raise ValueError(
+                    f"{where}: `continue_from` names {origin['stage']!r}, not an earlier stage."
+                )
             if origin["epoch"] not in earlier.save_epochs:
                 raise ValueError(
                     f"{where}: continues from epoch {origin['epoch']} of {earlier.name!r}, which "
                     f"keeps only {list(earlier.save_epochs)} (add it to its save_epochs)."
                 )
             if origin["epoch"] + 1 >= epochs:
-                raise ValueError(f"{where}: epochs {epochs} leaves nothing to train after epoch {origin['epoch']}.")
+                raise ValueError(
+                    f"{where}: epochs {epochs} leaves nothing to train after epoch {origin['epoch']}."
+                )
             continue_from = f"{earlier.out}/checkpoints/epoch_{origin['epoch']:03d}"
         plans[name] = StagePlan(
-            name=name, stage=stage["stage"], recipe=str(recipe), epochs=epochs, out=stage["out"],
-            continue_from=continue_from, save_epochs=tuple(save_epochs), **shared,
+            name=name,
+            stage=stage["stage"],
+            recipe=str(recipe),
+            epochs=epochs,
+            out=stage["out"],
+            continue_from=continue_from,
+            save_epochs=tuple(save_epochs),
+            **shared,
         )
     return list(plans.values())

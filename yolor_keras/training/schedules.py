@@ -136,7 +136,9 @@ class YOLORMomentum(keras.optimizers.schedules.LearningRateSchedule):
             only changes it during warmup); None for a run from iteration 0.
     """
 
-    def __init__(self, momentum, warmup_momentum, warmup_steps, step_offset=0, continued_momentum=None):
+    def __init__(
+        self, momentum, warmup_momentum, warmup_steps, step_offset=0, continued_momentum=None
+    ):
         self.momentum = float(momentum)
         self.warmup_momentum = float(warmup_momentum)
         self.warmup_steps = int(warmup_steps)

@@ -30,8 +30,8 @@ from yolor_keras.tasks import YOLORObjectDetector
 from yolor_keras.training.callbacks import CHECKPOINTS_DIR
 from yolor_keras.training.callbacks import POINTER_NAME
 from yolor_keras.training.callbacks import CheckpointError
-from yolor_keras.training.callbacks import EvaluationCallback
 from yolor_keras.training.callbacks import EpochCheckpoint
+from yolor_keras.training.callbacks import EvaluationCallback
 from yolor_keras.training.callbacks import ResultsLog
 from yolor_keras.training.callbacks import RunProgress
 from yolor_keras.training.callbacks import TimeLimit
@@ -99,9 +99,13 @@ def stage_recipe(recipe, stage):
     names = {field.name for field in dataclasses.fields(recipe.augment)}
     if "mosaic_tiles" not in names:
         if stage == "tune":
-            raise ValueError("This version's augmentation has no 9-image mosaic (AugmentationRecipe.mosaic_tiles).")
+            raise ValueError(
+                "This version's augmentation has no 9-image mosaic (AugmentationRecipe.mosaic_tiles)."
+            )
         return recipe
-    return dataclasses.replace(recipe, augment=dataclasses.replace(recipe.augment, mosaic_tiles=tiles))
+    return dataclasses.replace(
+        recipe, augment=dataclasses.replace(recipe.augment, mosaic_tiles=tiles)
+    )
 
 
 def epoch_seed(seed, epoch):
@@ -152,7 +156,9 @@ def _copy_optimizer_state(source, target, where):
             variable.assign(origin)
         return
     if len(set(source_paths)) != len(source_paths):
-        raise CheckpointError(f"{where}: the checkpoint's optimizer variables cannot be matched by name.")
+        raise CheckpointError(
+            f"{where}: the checkpoint's optimizer variables cannot be matched by name."
+        )
     source_variables = dict(zip(source_paths, source.variables))
     missing = []
     for variable in target.variables:
@@ -420,7 +426,11 @@ def train(
             # A mosaic (and any warp) mixes images whose per-image targets
             # (classes present, identity) would then no longer describe the
             # sample: letterboxed images, flipped as the recipe's fliplr says.
-            options = {"augment": False, "flip": recipe.augment.fliplr > 0, "extra_targets": targets}
+            options = {
+                "augment": False,
+                "flip": recipe.augment.fliplr > 0,
+                "extra_targets": targets,
+            }
         return build_dataset(
             source,
             image_size=settings.image_size,
@@ -447,7 +457,11 @@ def train(
             extra_targets=extra_targets(validation, val_split, heads),
         )
         return EvaluationCallback(
-            val_dataset, val_info, settings.eval_interval, verbose=bool(verbose), epochs=settings.epochs
+            val_dataset,
+            val_info,
+            settings.eval_interval,
+            verbose=bool(verbose),
+            epochs=settings.epochs,
         )
 
     initial_epoch = 0
@@ -473,7 +487,9 @@ def train(
             if verbose:
                 print(f"Resuming {out_dir} at epoch {initial_epoch}, step {state['step']}.")
             if initial_epoch >= settings.epochs:
-                raise RunDirectoryError(f"The run in {out_dir} has finished its {settings.epochs} epochs already.")
+                raise RunDirectoryError(
+                    f"The run in {out_dir} has finished its {settings.epochs} epochs already."
+                )
         elif continue_from is not None:
             initial_epoch = read_state(continue_folder)["epoch"]
             if settings.epochs <= initial_epoch:
@@ -483,7 +499,11 @@ def train(
                     f"for the official tune stage)."
                 )
         first_dataset, train_info = epoch_dataset(initial_epoch, verbose_build=bool(verbose))
-        steps = train_info.num_batches if steps_per_epoch is None else min(steps_per_epoch, train_info.num_batches)
+        steps = (
+            train_info.num_batches
+            if steps_per_epoch is None
+            else min(steps_per_epoch, train_info.num_batches)
+        )
         if continue_from is not None:
             task, state = _continue_task(continue_folder, recipe, steps, continue_weights)
             if verbose:
@@ -517,7 +537,9 @@ def train(
         callbacks.append(evaluation)
     run_state = {"seed": int(seed), "stage": stage, "epochs": settings.epochs}
     callbacks.append(EpochCheckpoint(out_dir, keep_epochs=save_epochs or (), extra_state=run_state))
-    callbacks.append(ResultsLog(os.path.join(out_dir, RESULTS_NAME), score_columns(task.head_names)))
+    callbacks.append(
+        ResultsLog(os.path.join(out_dir, RESULTS_NAME), score_columns(task.head_names))
+    )
     os.makedirs(out_dir, exist_ok=True)
     history = keras.callbacks.History()
     history.set_model(task)
