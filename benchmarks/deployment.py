@@ -12,11 +12,15 @@ times one letterboxed image through network + decoding + NMS:
 - ONNX Runtime (the file with NMS inside).
 
 It prints a Markdown table of the median and best wall time, the CPU time,
-and each format's ratio to the Keras (training form) number, and writes the
-numbers as JSON. Each model runs in its own process.
+and each format's ratio to the folded Keras graph (the fastest TensorFlow
+graph, which the exports are held to), and writes the numbers as JSON. Each
+model runs in its own process. ``--compare-defaults`` adds ONNX Runtime's
+default session and LiteRT's single default thread, the settings the
+predictors replace.
 
 Usage: ``python benchmarks/deployment.py [--models yolor_p6 yolor_csp]
-[--image-size 640] [--repeats 10] [--out runs/benchmarks]``
+[--image-size 640] [--repeats 10] [--threads N] [--compare-defaults]
+[--out runs/benchmarks]``
 """
 
 import argparse
@@ -33,24 +37,40 @@ import numpy as np
 CALIBRATION_IMAGES = 8
 
 
-def median_seconds(function, repeats, warmup=2):
-    """Times `function()` over `repeats` calls after `warmup`.
+def interleaved_seconds(functions, repeats, warmup=2):
+    """Times every callable of `functions` in turns: one call of each per round.
+
+    On a machine that other processes share, the load drifts over minutes;
+    timing one format after another would charge that drift to whichever
+    format ran at the busy moment. Taking turns within each round spreads it
+    over all of them, so their ratios hold.
+
+    Args:
+        functions: dict of label -> callable.
+        repeats: timed rounds.
+        warmup: untimed rounds first.
 
     Returns:
-        `(median wall, best wall, median CPU)` seconds per call. The CPU
-        time (all threads of this process) is the least disturbed by other
-        processes on a shared machine; on an idle machine with T busy
+        dict of label -> `(median wall, best wall, median CPU)` seconds per
+        call. The CPU time (all threads of this process) is the least
+        disturbed by other processes; on an idle machine with T busy
         threads, wall time is about CPU time / T.
     """
     for _ in range(warmup):
-        function()
-    walls, cpus = [], []
+        for function in functions.values():
+            function()
+    walls = {label: [] for label in functions}
+    cpus = {label: [] for label in functions}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        function()
-        cpus.append(time.process_time() - cpu)
-        walls.append(time.perf_counter() - wall)
-    return statistics.median(walls), min(walls), statistics.median(cpus)
+        for label, function in functions.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            function()
+            cpus[label].append(time.process_time() - cpu)
+            walls[label].append(time.perf_counter() - wall)
+    return {
+        label: (statistics.median(walls[label]), min(walls[label]), statistics.median(cpus[label]))
+        for label in functions
+    }
 
 
 def synthetic_images(count, size, seed=0):
@@ -74,7 +94,7 @@ def synthetic_images(count, size, seed=0):
     return images
 
 
-def benchmark_model(name, image_size, repeats, out_dir, threads):
+def benchmark_model(name, image_size, repeats, out_dir, threads, compare_defaults=False):
     import tensorflow as tf
 
     from yolor_keras.export import LiteRTPredictor
@@ -111,20 +131,13 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
     Image.fromarray(image).save(buffer, "JPEG", quality=90)
     jpeg = tf.constant([buffer.getvalue()])
 
-    rows = {}
-
-    def record(label, timing):
-        rows[label] = timing
-        median, best, cpu = (seconds * 1000 for seconds in timing)
-        print(f"{label:<34} {median:8.1f} ms (best {best:.1f} ms, CPU {cpu:.1f} ms)", flush=True)
-
+    # Every format is loaded first and then timed in turns (see
+    # `interleaved_seconds`).
+    runners = {}
     batch = tf.constant(letterboxed)
-    record("Keras tf.function", median_seconds(lambda: keras_predictor.detect_letterboxed(batch), repeats))
+    runners["Keras tf.function"] = lambda: keras_predictor.detect_letterboxed(batch)
     folded_predictor = Predictor(folded, image_size=image_size)
-    record(
-        "Keras tf.function, folded",
-        median_seconds(lambda: folded_predictor.detect_letterboxed(batch), repeats),
-    )
+    runners["Keras tf.function, folded"] = lambda: folded_predictor.detect_letterboxed(batch)
 
     export_dir = os.path.join(out_dir, "saved_models", name, "1")
     started = time.perf_counter()
@@ -133,10 +146,11 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
     loaded = tf.saved_model.load(export_dir)
     predict_images = loaded.signatures["predict_images"]
     serving_default = loaded.signatures["serving_default"]
-    record("SavedModel predict_images", median_seconds(lambda: predict_images(images=pixels), repeats))
-    record("SavedModel serving_default (JPEG)", median_seconds(lambda: serving_default(images=jpeg), repeats))
+    runners["SavedModel predict_images"] = lambda: predict_images(images=pixels)
+    runners["SavedModel serving_default (JPEG)"] = lambda: serving_default(images=jpeg)
 
     calibration = synthetic_images(CALIBRATION_IMAGES, image_size, seed=7)
+    labels = {"none": "TFLite float32", "fp16": "TFLite float16", "int8": "TFLite int8"}
     for quantize in ("none", "fp16", "int8"):
         path = os.path.join(out_dir, f"{name}_{quantize}.tflite")
         started = time.perf_counter()
@@ -150,27 +164,39 @@ def benchmark_model(name, image_size, repeats, out_dir, threads):
         print(f"(TFLite {quantize} export {time.perf_counter() - started:.0f} s, "
               f"{os.path.getsize(path) / 1e6:.1f} MB)", flush=True)
         runner = LiteRTPredictor(path, num_threads=threads)
-        label = {"none": "TFLite float32", "fp16": "TFLite float16", "int8": "TFLite int8"}[quantize]
-        record(
-            label,
-            median_seconds(lambda runner=runner: runner.detect_letterboxed_batch(letterboxed), repeats),
-        )
-        del runner
+        runners[labels[quantize]] = lambda runner=runner: runner.detect_letterboxed_batch(letterboxed)
 
     onnx_predictor = ONNXPredictor(onnx_path)
-    record(
-        "ONNX Runtime",
-        median_seconds(lambda: onnx_predictor.detect_letterboxed_batch(letterboxed), repeats),
-    )
+    runners["ONNX Runtime"] = lambda: onnx_predictor.detect_letterboxed_batch(letterboxed)
+    if compare_defaults:
+        # The runtimes' own defaults, for comparison with the settings the
+        # predictors choose: ONNX Runtime's session with spinning threads,
+        # LiteRT's single thread.
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: letterboxed.astype(np.float32)}
+        runners["ONNX Runtime, default session"] = lambda: session.run(None, feed)
+        single = LiteRTPredictor(os.path.join(out_dir, f"{name}_none.tflite"), num_threads=1)
+        runners["TFLite float32, 1 thread"] = lambda: single.detect_letterboxed_batch(letterboxed)
+
+    rows = interleaved_seconds(runners, repeats)
+    for label, timing in rows.items():
+        median, best, cpu = (seconds * 1000 for seconds in timing)
+        print(f"{label:<34} {median:8.1f} ms (best {best:.1f} ms, CPU {cpu:.1f} ms)", flush=True)
     return rows
 
 
 def markdown_table(results, image_size):
     lines = []
     for name, rows in results.items():
-        base_median, base_best, base_cpu = rows["Keras tf.function"]
+        # The fastest TensorFlow graph, the deploy form, is what every
+        # exported format is held to.
+        base_median, base_best, base_cpu = rows["Keras tf.function, folded"]
         lines.append(f"\n**{name} @ {image_size}, batch 1** (per image)\n")
-        lines.append("| format | median wall | best wall | CPU time | vs Keras (wall) | vs Keras (CPU) |")
+        lines.append(
+            "| format | median wall | best wall | CPU time | vs folded Keras (wall) | vs folded Keras (CPU) |"
+        )
         lines.append("|---|---|---|---|---|---|")
         for label, (median, best, cpu) in rows.items():
             lines.append(
@@ -185,7 +211,14 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["yolor_p6", "yolor_csp"])
     parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT threads.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="LiteRT threads (default: every usable core)."
+    )
+    parser.add_argument(
+        "--compare-defaults",
+        action="store_true",
+        help="Also time ONNX Runtime's default session and LiteRT's single thread.",
+    )
     parser.add_argument("--out", default=os.path.join("runs", "benchmarks"))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -196,7 +229,9 @@ def main(argv=None):
         for name in args.models:
             command = [sys.executable, os.path.abspath(__file__), "--models", name]
             command += ["--image-size", str(args.image_size), "--repeats", str(args.repeats)]
-            command += ["--threads", str(args.threads), "--out", args.out]
+            command += ["--out", args.out]
+            command += ["--threads", str(args.threads)] if args.threads else []
+            command += ["--compare-defaults"] if args.compare_defaults else []
             subprocess.run(command, check=True)
         results = {}
         for name in args.models:
@@ -207,7 +242,9 @@ def main(argv=None):
 
         print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores", flush=True)
         [name] = args.models
-        rows = benchmark_model(name, args.image_size, args.repeats, args.out, args.threads)
+        rows = benchmark_model(
+            name, args.image_size, args.repeats, args.out, args.threads, args.compare_defaults
+        )
         with open(_result_path(args.out, name, args.image_size), "w") as file:
             json.dump(rows, file, indent=2)
         results = {name: rows}

@@ -66,9 +66,33 @@ def _check_file(path, detector, quantize):
     assert size < 2 * fold(detector).count_params() * {"none": 4, "fp16": 2, "int8": 1}[quantize] + 400_000
 
 
-def _agreement(reference, results):
-    rates = [match_rate(expected, got) for expected, got in zip(reference, results)]
+def _agreement(reference, results, min_score=None):
+    """Mean share of the reference detections the results have too.
+
+    With `min_score`, only reference detections scoring at least that count:
+    those well above the 0.25 threshold, which rounding cannot push out.
+    """
+    rates = []
+    for expected, got in zip(reference, results):
+        if min_score is not None:
+            keep = expected["scores"] >= min_score
+            expected = {name: expected[name][keep] for name in ("boxes", "scores", "classes")}
+        rates.append(match_rate(expected, got))
     return float(np.mean(rates))
+
+
+def test_reference_detections_depend_on_the_image(reference):
+    # The agreement tests below mean something only if the detector's boxes
+    # come from the image: a model that gives every image the same near-tied
+    # boxes would measure how runtimes break ties.
+    counts = [len(result["scores"]) for result in reference]
+    assert len(set(counts)) >= 4, counts
+    assert 0 < min(counts) and max(counts) < MAX_DETECTIONS, counts
+    top_boxes = {tuple(np.round(result["boxes"][0]).astype(int)) for result in reference}
+    assert len(top_boxes) == len(reference)
+    # Scores are spread out, not tied.
+    for result in reference:
+        assert len(np.unique(result["scores"])) >= 0.9 * len(result["scores"])
 
 
 def test_float32_with_nms_matches_the_keras_task(detector, reference, tmp_path):
@@ -87,6 +111,39 @@ def test_float32_with_nms_matches_the_keras_task(detector, reference, tmp_path):
     for expected, got in zip(reference, results):
         assert not np.isnan(got["boxes"]).any()
         assert_same_detections(got, expected)
+    # One thread (LiteRT's own default) gives the same detections.
+    for expected, got in zip(reference, LiteRTPredictor(path, num_threads=1).predict(sample_images())):
+        assert_same_detections(got, expected)
+
+
+def test_interpreter_runs_xnnpack_on_every_core(monkeypatch, tmp_path):
+    # LiteRT's Python runtime reads a missing thread count as one thread;
+    # the interpreter must get every usable core and the resolver that
+    # applies the XNNPACK delegate.
+    import ai_edge_litert.interpreter as runtime
+
+    calls = []
+
+    class Recording(runtime.Interpreter):
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(runtime, "Interpreter", Recording)
+    path = tmp_path / "missing.tflite"
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        load_interpreter(str(path))
+    assert calls == []
+    path.write_bytes(b"")
+    with pytest.raises(ValueError):
+        load_interpreter(str(path))
+    [kwargs] = calls
+    assert kwargs["num_threads"] == len(os.sched_getaffinity(0))
+    assert kwargs["experimental_op_resolver_type"] == runtime.OpResolverType.AUTO
+    calls.clear()
+    with pytest.raises(ValueError):
+        load_interpreter(str(path), num_threads=3)
+    assert calls[0]["num_threads"] == 3
 
 
 def test_quantize_and_paths_are_checked(detector, tmp_path):
@@ -125,8 +182,11 @@ def test_float16_agrees_box_by_box(detector, reference, tmp_path):
     _check_file(path, detector, "fp16")
     results = LiteRTPredictor(path).predict(sample_images())
     assert not any(np.isnan(result["boxes"]).any() for result in results)
-    # Measured 1.00 on this model (fp16 weights, fp32 arithmetic).
-    assert _agreement(reference, results) >= 0.9
+    # Measured 0.91 on this model (fp16 weights, fp32 arithmetic), and 0.96
+    # of the detections scoring 0.3 or more: the misses are scores within
+    # rounding of the 0.25 threshold.
+    assert _agreement(reference, results) >= FP16_AGREEMENT_FLOOR
+    assert _agreement(reference, results, min_score=0.3) >= 0.9
 
 
 @pytest.mark.slow
@@ -150,6 +210,9 @@ def test_int8_runs_and_keeps_decoding_in_float(detector, reference, tmp_path):
     # Random tiny weights (8-channel layers) are a hard case for int8; a
     # broken calibration or int8 ranking scores near 0 here.
     assert _agreement(reference, results) >= INT8_AGREEMENT_FLOOR
+    assert _agreement(reference, results, min_score=0.3) >= INT8_STRONG_AGREEMENT_FLOOR
 
 
-INT8_AGREEMENT_FLOOR = 0.7  # measured 0.88 (8 images)
+FP16_AGREEMENT_FLOOR = 0.85  # measured 0.91 (8 images)
+INT8_AGREEMENT_FLOOR = 0.55  # measured 0.65 (8 images, 24 calibration images)
+INT8_STRONG_AGREEMENT_FLOOR = 0.75  # measured 0.85 for detections scoring 0.3 or more
