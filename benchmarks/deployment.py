@@ -124,7 +124,9 @@ def benchmark_model(name, image_size, repeats, out_dir, threads, compare_default
     image = synthetic_images(1, image_size, seed=123)[0]
     keras_predictor = Predictor(detector, image_size=image_size)
     letterboxed = keras_predictor.letterbox(image)[0][None]
-    pixels = tf.constant(np.asarray(tf.image.resize(image, [image_size, image_size]), np.uint8)[None])
+    pixels = tf.constant(
+        np.asarray(tf.image.resize(image, [image_size, image_size]), np.uint8)[None]
+    )
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -161,10 +163,15 @@ def benchmark_model(name, image_size, repeats, out_dir, threads, compare_default
             quantize=quantize,
             representative_images=calibration if quantize == "int8" else None,
         )
-        print(f"(TFLite {quantize} export {time.perf_counter() - started:.0f} s, "
-              f"{os.path.getsize(path) / 1e6:.1f} MB)", flush=True)
+        print(
+            f"(TFLite {quantize} export {time.perf_counter() - started:.0f} s, "
+            f"{os.path.getsize(path) / 1e6:.1f} MB)",
+            flush=True,
+        )
         runner = LiteRTPredictor(path, num_threads=threads)
-        runners[labels[quantize]] = lambda runner=runner: runner.detect_letterboxed_batch(letterboxed)
+        runners[labels[quantize]] = lambda runner=runner: runner.detect_letterboxed_batch(
+            letterboxed
+        )
 
     onnx_predictor = ONNXPredictor(onnx_path)
     runners["ONNX Runtime"] = lambda: onnx_predictor.detect_letterboxed_batch(letterboxed)

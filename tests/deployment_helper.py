@@ -143,7 +143,8 @@ def tiny_detector(preset="yolor_p6", num_classes=3, seed=0, image_size=128):
     convs = [
         layer
         for layer in detector.head_layers("detection")
-        if isinstance(layer, keras.layers.Conv2D) and layer.filters == num_anchors * (5 + num_classes)
+        if isinstance(layer, keras.layers.Conv2D)
+        and layer.filters == num_anchors * (5 + num_classes)
     ]
     assert len(convs) == len(detector.strides), [layer.name for layer in convs]
     for conv in convs:

@@ -63,7 +63,10 @@ def _export(detector, folder, quantize, nms=True):
 def _check_file(path, detector, quantize):
     # Not the ~15 KB weightless file of a broken conversion: the weights are in.
     size = check_tflite_size(path, fold(detector).count_params(), quantize)
-    assert size < 2 * fold(detector).count_params() * {"none": 4, "fp16": 2, "int8": 1}[quantize] + 400_000
+    assert (
+        size
+        < 2 * fold(detector).count_params() * {"none": 4, "fp16": 2, "int8": 1}[quantize] + 400_000
+    )
 
 
 def _agreement(reference, results, min_score=None):
@@ -112,7 +115,9 @@ def test_float32_with_nms_matches_the_keras_task(detector, reference, tmp_path):
         assert not np.isnan(got["boxes"]).any()
         assert_same_detections(got, expected)
     # One thread (LiteRT's own default) gives the same detections.
-    for expected, got in zip(reference, LiteRTPredictor(path, num_threads=1).predict(sample_images())):
+    for expected, got in zip(
+        reference, LiteRTPredictor(path, num_threads=1).predict(sample_images())
+    ):
         assert_same_detections(got, expected)
 
 

@@ -39,7 +39,9 @@ def detector():
 @pytest.fixture(scope="module")
 def raw_onnx(detector, tmp_path_factory):
     """The file without NMS (decoded predictions out), exported once."""
-    return export_onnx(detector, tmp_path_factory.mktemp("onnx") / "tiny.onnx", image_size=IMAGE_SIZE)
+    return export_onnx(
+        detector, tmp_path_factory.mktemp("onnx") / "tiny.onnx", image_size=IMAGE_SIZE
+    )
 
 
 def test_decoded_predictions_match_keras_within_1e_4(detector, raw_onnx):
@@ -62,12 +64,29 @@ def test_nms_variant_from_the_cli_matches_the_keras_task(detector, tmp_path):
     model_path = tmp_path / "tiny.keras"
     detector.save(model_path)
     onnx_path = tmp_path / "tiny_nms.onnx"
-    code = main(["export", "--format", "onnx", "--nms", "--model", str(model_path),
-                 "--out", str(onnx_path), "--image-size", str(IMAGE_SIZE), "--conf", "0.3"])
+    code = main(
+        [
+            "export",
+            "--format",
+            "onnx",
+            "--nms",
+            "--model",
+            str(model_path),
+            "--out",
+            str(onnx_path),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--conf",
+            "0.3",
+        ]
+    )
     assert code == 0
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == [
-        "boxes", "scores", "classes", "num_detections"
+        "boxes",
+        "scores",
+        "classes",
+        "num_detections",
     ]
     # The task's NMS settings (at most 300 detections), with --conf replaced.
     decoder = NonMaxSuppression(conf_threshold=0.3)
@@ -77,8 +96,10 @@ def test_nms_variant_from_the_cli_matches_the_keras_task(detector, tmp_path):
     for want, have in zip(expected, got):
         assert_same_detections(have, want)
     # Refuses to overwrite without being asked.
-    assert main(["export", "--format", "onnx", "--model", str(model_path), "--out", str(onnx_path)]) == 2
-
+    assert (
+        main(["export", "--format", "onnx", "--model", str(model_path), "--out", str(onnx_path)])
+        == 2
+    )
 
 
 def test_predictor_session_runs_on_every_core_without_spinning(raw_onnx):

@@ -150,7 +150,9 @@ class LiteRTPredictor(_FilePredictor):
             self._finish(self._runner(**{self._input_name: image[None].astype(np.float32)}))
             for image in images
         ]
-        return {name: np.concatenate([result[name] for result in per_image]) for name in per_image[0]}
+        return {
+            name: np.concatenate([result[name] for result in per_image]) for name in per_image[0]
+        }
 
 
 class ONNXPredictor(_FilePredictor):

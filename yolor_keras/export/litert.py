@@ -211,7 +211,9 @@ def check_tflite(filepath, num_weights, quantize, name=None):
 
 
 def _converter(saved_model_dir):
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[SIGNATURE]
+    )
     # Built-in ops only: the Python LiteRT runtime has no select-TF ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
@@ -236,7 +238,9 @@ def _convert(saved_model_dir, quantize, samples):
     float_model = _converter(saved_model_dir).convert()
     from ai_edge_litert.interpreter import Interpreter
 
-    tensor_names = [detail["name"] for detail in Interpreter(model_content=float_model).get_tensor_details()]
+    tensor_names = [
+        detail["name"] for detail in Interpreter(model_content=float_model).get_tensor_details()
+    ]
     keep_float = [
         name
         for name in tensor_names

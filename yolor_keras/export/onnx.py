@@ -124,7 +124,9 @@ def write_onnx(filepath, model_proto):
     def check(temporary):
         check_onnx(temporary, name=filepath)
 
-    return write_file_atomically(filepath, lambda temporary: onnx.save(model_proto, temporary), check=check)
+    return write_file_atomically(
+        filepath, lambda temporary: onnx.save(model_proto, temporary), check=check
+    )
 
 
 def check_onnx(filepath, name=None):
@@ -150,7 +152,9 @@ def check_onnx(filepath, name=None):
     except ImportError:
         return
     try:
-        session = onnxruntime.InferenceSession(os.fspath(filepath), providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            os.fspath(filepath), providers=["CPUExecutionProvider"]
+        )
         [model_input] = session.get_inputs()
         # The batch dimension is symbolic (a string); the image sides are fixed.
         shape = [1] + [int(side) for side in model_input.shape[1:]]
@@ -165,7 +169,9 @@ def _rename_outputs(model_proto, names):
     """Gives the graph outputs readable names (tf2onnx calls them Identity:0...)."""
     graph = model_proto.graph
     if len(graph.output) != len(names):
-        raise RuntimeError(f"Expected {len(names)} ONNX outputs; tf2onnx wrote {len(graph.output)}.")
+        raise RuntimeError(
+            f"Expected {len(names)} ONNX outputs; tf2onnx wrote {len(graph.output)}."
+        )
     renames = {output.name: name for output, name in zip(graph.output, names)}
     for node in graph.node:
         node.output[:] = [renames.get(value, value) for value in node.output]
