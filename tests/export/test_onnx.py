@@ -33,7 +33,7 @@ def sample_images():
 
 @pytest.fixture(scope="module")
 def detector():
-    return tiny_detector(image_size=IMAGE_SIZE)
+    return tiny_detector(image_size=IMAGE_SIZE, image_dependent=True)
 
 
 @pytest.fixture(scope="module")
