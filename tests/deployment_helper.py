@@ -97,11 +97,22 @@ def _walk(layer):
         yield from _walk(child)
 
 
-@functools.lru_cache(maxsize=4)
 def tiny_detector(preset="yolor_p6", num_classes=3, seed=0, image_size=128, image_dependent=False):
+    """A fresh copy of `calibrated_detector`: no test can change another's model."""
+    original = calibrated_detector(preset, num_classes, seed, image_size, image_dependent)
+    copy = YOLORObjectDetector.from_config(original.get_config())
+    copy.set_weights(original.get_weights())
+    return copy
+
+
+@functools.lru_cache(maxsize=4)
+def calibrated_detector(
+    preset="yolor_p6", num_classes=3, seed=0, image_size=128, image_dependent=False
+):
     """A width-0.125 training-form detector with realistic output statistics.
 
-    Built once per test process for each argument set (tests only read it).
+    Built once per test process for each argument set; tests get copies
+    (`tiny_detector`).
 
     Args:
         preset: model preset name.

@@ -66,6 +66,12 @@ def server(detector, tmp_path_factory):
             str(rest_port),
             "--grpc-port",
             str(grpc_port),
+            # Correctness under concurrency, not back-pressure: on a loaded
+            # 2-core machine a queued request can wait longer than the 5 s
+            # default and would be answered 503 (tested in
+            # tests/robustness/test_server_limits.py).
+            "--queue-timeout",
+            "120",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
