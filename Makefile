@@ -23,8 +23,10 @@ install: $(STAMP)
 LINTED := yolor_keras tests benchmarks
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=20 tests
-	$(BIN)/python -m pytest -q --nbmake recipes/notebooks
+	# The notebook runs beside the suite, and idle workers take queued tests
+	# from busy ones, so the long tests at the end do not run alone.
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=20 \
+		--nbmake tests recipes/notebooks
 
 # Formatting and lint (ruff.toml); `make format` fixes what can be fixed.
 lint: $(STAMP)
