@@ -83,14 +83,36 @@ def add_parser(subparsers):
         choices=["auto", "mirrored", "multi_worker", "default"],
         help="tf.distribute strategy (auto: MirroredStrategy when several GPUs are visible)",
     )
-    parser.add_argument(
-        "--no-cache", action="store_true", help="do not cache decoded images in memory"
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        # None (not "memory"): argparse's exclusivity check ignores a value
+        # equal to the default.
+        default=None,
+        metavar="memory|disk:FOLDER|none",
+        help="where decoded images are kept between epochs: memory (default; refused with the "
+        "bytes needed when it will not fit), disk:FOLDER (for datasets larger than RAM; reused by "
+        "later runs), or none (decode every image every epoch)",
     )
+    cache.add_argument("--no-cache", action="store_true", help="the same as --cache none")
     parser.add_argument("--steps-per-epoch", type=int, help="cap batches per epoch (quick runs)")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the initial weights and the data"
     )
     return parser
+
+
+def training_cache(args):
+    """The `cache` argument of `train` from --cache / --no-cache."""
+    if args.no_cache or args.cache == "none":
+        return False
+    if args.cache is None:
+        return "memory"
+    if args.cache == "memory" or (args.cache.startswith("disk:") and args.cache[len("disk:") :]):
+        return args.cache
+    raise ValueError(
+        f"--cache {args.cache!r}: use memory, disk:FOLDER (a folder for decoded images) or none"
+    )
 
 
 def run(args):
@@ -117,7 +139,7 @@ def run(args):
         save_epochs=args.save_epochs,
         exist_ok=args.exist_ok,
         strategy=args.strategy,
-        cache=not args.no_cache,
+        cache=training_cache(args),
         seed=args.seed,
         steps_per_epoch=args.steps_per_epoch,
     )
