@@ -1,5 +1,6 @@
 """`build_dataset`: the public entry from a dataset on disk to batches."""
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -630,6 +631,12 @@ def dataset_fingerprint(source, key):
     return digest.hexdigest()[:20]
 
 
+# Filled in-memory caches by pass and dataset fingerprint, the most recently
+# used last; a training run uses two (the training and validation passes).
+MEMORY_CACHES = collections.OrderedDict()
+MEMORY_CACHES_KEPT = 2
+
+
 def cached(decoded, cache, source, key, verbose):
     """`decoded` with its elements cached as `cache` says, the cache filled.
 
@@ -640,8 +647,19 @@ def cached(decoded, cache, source, key, verbose):
     there is reused without decoding anything.
     """
     if cache.kind == "memory":
+        # The trainer builds a new pipeline every epoch (each epoch's data
+        # follows from its seed, so a resumed run sees the same batches);
+        # reusing the filled dataset keeps the decoded images across those
+        # builds instead of decoding them all again before every epoch.
+        name = f"{key}-{dataset_fingerprint(source, key)}"
+        if name in MEMORY_CACHES:
+            MEMORY_CACHES.move_to_end(name)
+            return MEMORY_CACHES[name]
         decoded = decoded.cache()
         fill_cache(decoded, source.num_samples, verbose)
+        MEMORY_CACHES[name] = decoded
+        while len(MEMORY_CACHES) > MEMORY_CACHES_KEPT:
+            MEMORY_CACHES.popitem(last=False)
         return decoded
     entry = os.path.join(cache.folder, f"{key}-{dataset_fingerprint(source, key)}")
     prefix = "images"
