@@ -20,9 +20,20 @@
      signature of `export_saved_model`, loaded back with
      `tf.saved_model.load`; it includes letterboxing, decoding and NMS.
 
-All figures of one run come from the same process, so their ratios are
-meaningful on a noisy machine; the load average is printed at the start and
-the end.
+3. with ``--official DIR`` (a checkout of the official YOLOR ``main``
+   branch, and PyTorch installed), the official PyTorch model of each preset,
+   built from ``DIR/cfg/<preset>.cfg`` with random weights, timed the same way
+   (batch 1, warm-up calls, median) in a child process, so that torch and
+   TensorFlow never share threads: plain fp32, conv+BN fused and
+   channels-last fp32, and bf16 autocast fused and channels-last. Then the
+   ratios ours / official: our fastest fp32 path against both official fp32
+   paths, our fastest bf16 path against the official bf16 one, and the
+   fastest against the fastest. The official code runs from DIR only; none
+   of it is part of this package.
+
+All figures of one run come from the same run (ours from one process), so
+their ratios are meaningful on a noisy machine; the load average is printed
+at the start and the end.
 
 ``python -m yolor_keras.bench models`` prints the shorter table of parameter
 counts, GFLOPs and fp32 latencies (unfolded, folded, folded+XLA).
@@ -32,8 +43,12 @@ images/s) and ``benchmarks/deployment.py`` (every export format).
 """
 
 import argparse
+import importlib.util
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -227,27 +242,351 @@ def print_peaks(peaks, size):
     )
 
 
-def print_path_rows(name, params, gflops, rows):
+def print_path_rows(name, params, gflops, rows, official=None):
+    """Our rows of one model; then, if given, `official_rows`' result (or why there is none)."""
     print(f"{name}: {params:,} parameters, {gflops:.1f} GFLOPs")
-    print(f"  {'path':<18} {'ms':>8} {'GFLOP/s':>8} {'% of peak':>9} {'vs keras fp32':>13}")
-    baseline = next((row["seconds"] for row in rows if row["path"] == "keras fp32"), None)
+    print(f"  {'path':<24} {'ms':>8} {'GFLOP/s':>8} {'% of peak':>9} {'vs keras fp32':>13}")
+    baseline = next(
+        (row["seconds"] for row in rows if row["path"] == "keras fp32" and not row["error"]), None
+    )
+    _print_rows(rows, baseline)
+    if official is not None:
+        print_official(official, rows, baseline)
+
+
+def _print_rows(rows, baseline):
     for row in rows:
         if row["error"]:
-            print(f"  {row['path']:<18} failed: {row['error']}")
+            print(f"  {row['path']:<24} failed: {row['error']}")
             continue
         ratio = f"{baseline / row['seconds']:.2f}x" if baseline else "-"
         print(
-            f"  {row['path']:<18} {row['seconds'] * 1000:>8.0f} {row['gflops_per_s']:>8.0f} "
+            f"  {row['path']:<24} {row['seconds'] * 1000:>8.0f} {row['gflops_per_s']:>8.0f} "
             f"{row['share_of_peak'] * 100:>8.0f}% {ratio:>13}",
             flush=True,
         )
 
 
-def full_table(names=DEFAULT_MODELS, image_size=640, repeats=10, matmul_size=4096):
-    """Measures every path of each preset, and the matmul peaks just before; prints and returns them."""
+# The official rows: (label, precision, kind). The kinds are the ones the
+# official code's users reach for on a CPU: the model as built, its own
+# `fuse()` (conv+BN) with the channels-last layout oneDNN's fast convolution
+# kernels want, and the same under bf16 autocast.
+OFFICIAL_PATHS = (
+    ("official fp32", "fp32", "plain"),
+    ("official fused+CL fp32", "fp32", "fused_cl"),
+    ("official bf16 fused+CL", "bf16", "bf16_fused_cl"),
+)
+
+# Run by `run_official_child` in a fresh interpreter (argv[1]: settings JSON).
+# It prints one line, "RESULT {json}". The official code comes from
+# settings["official"] on sys.path; modules it imports but inference never
+# calls (OpenCV, matplotlib, torchvision) are replaced by do-nothing
+# stand-ins when they are not installed.
+_OFFICIAL_WORKER = r"""
+import json, statistics, sys, time, types
+settings = json.loads(sys.argv[1])
+started = time.perf_counter()
+sys.path.insert(0, settings["official"])
+import numpy as np
+if not hasattr(np, "int"):
+    np.int = int  # the official code predates NumPy 1.24
+for name in ("cv2", "matplotlib", "matplotlib.pyplot", "torchvision", "torchvision.ops"):
+    try:
+        __import__(name)
+    except ImportError:
+        class StandIn(types.ModuleType):
+            def __getattr__(self, attribute):
+                if attribute.startswith("__"):
+                    raise AttributeError(attribute)
+                return lambda *args, **kwargs: None
+        sys.modules[name] = StandIn(name)
+import contextlib, io
+import torch
+torch.set_num_threads(settings["threads"])
+torch.manual_seed(0)
+with contextlib.redirect_stdout(io.StringIO()):  # its model summary
+    from models.models import Darknet
+    model = Darknet(settings["cfg"]).eval()
+result = {
+    "torch": torch.__version__,
+    "threads": torch.get_num_threads(),
+    "parameters": sum(p.numel() for p in model.parameters()),
+    "import_s": time.perf_counter() - started,
+    "rows": [],
+}
+images = torch.rand(1, 3, settings["image_size"], settings["image_size"],
+                    generator=torch.Generator().manual_seed(0))
+try:
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:  # it fails under inference_mode (torch 2.13)
+        model(images)
+    result["gflops"] = counter.get_total_flops() / 1e9
+except Exception:
+    result["gflops"] = None
+def median_seconds(call):
+    for _ in range(settings["warmup"]):
+        call()
+    times = []
+    for _ in range(settings["repeats"]):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+def plain():
+    return model(images)
+channels_last = images.contiguous(memory_format=torch.channels_last)
+def fused_cl():
+    return model(channels_last)
+def bf16_fused_cl():
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(channels_last)
+calls = {"plain": plain, "fused_cl": fused_cl, "bf16_fused_cl": bf16_fused_cl}
+fused = False
+for kind in settings["kinds"]:
+    row = {"kind": kind, "seconds": None, "error": None}
+    try:
+        if kind != "plain" and not fused:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model.fuse()
+            model = model.to(memory_format=torch.channels_last)
+            fused = True
+        with torch.inference_mode():
+            row["seconds"] = median_seconds(calls[kind])
+    except Exception as error:
+        row["error"] = f"{type(error).__name__}: {str(error).strip()[:200]}"
+    result["rows"].append(row)
+print("RESULT " + json.dumps(result), flush=True)
+"""
+
+
+def official_cfg(official_dir, name):
+    """The official cfg of preset ``name`` in a checkout, or None if it has none."""
+    path = os.path.join(official_dir, "cfg", f"{name}.cfg")
+    return path if os.path.isfile(path) else None
+
+
+def official_unavailable(official_dir):
+    """Why the official rows cannot be measured (one line), or None if they can.
+
+    Raises:
+        ValueError: ``official_dir`` is not a checkout of the official code
+            (a mistyped path should stop the run, not skip the rows).
+    """
+    if official_dir is None:
+        return (
+            "Official PyTorch rows: not measured (pass --official DIR, a checkout of the "
+            "official YOLOR main branch)."
+        )
+    if not os.path.isfile(os.path.join(official_dir, "models", "models.py")):
+        raise ValueError(
+            f"--official {official_dir}: no models/models.py there (a checkout of the "
+            "official YOLOR main branch is needed)."
+        )
+    if importlib.util.find_spec("torch") is None:
+        return "Official PyTorch rows: not measured (torch is not installed: pip install torch)."
+    return None
+
+
+def parse_official_output(stdout):
+    """The child's result dict from its output (the ``RESULT {json}`` line), or None."""
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return None
+
+
+def run_official_child(settings, timeout=1800):
+    """Runs `_OFFICIAL_WORKER` with ``settings`` in a fresh interpreter; returns its result.
+
+    The child runs in a temporary folder with OpenMP limited to
+    ``settings["threads"]`` (torch's thread pool is set from it too).
+
+    Raises:
+        RuntimeError: the child failed; the message ends with its output.
+    """
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(settings["threads"])
+    done = subprocess.run(
+        [sys.executable, "-c", _OFFICIAL_WORKER, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+        env=env,
+    )
+    result = parse_official_output(done.stdout)
+    if result is None:
+        raise RuntimeError(
+            f"the official model failed (exit {done.returncode}): "
+            + (done.stdout + done.stderr)[-3000:]
+        )
+    return result
+
+
+def default_threads():
+    """The CPUs this process may run on: TensorFlow's own pool size, so both sides get the same."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def official_rows(
+    name,
+    official_dir,
+    image_size,
+    peaks,
+    gflops,
+    repeats=10,
+    threads=None,
+    paths=OFFICIAL_PATHS,
+    runner=run_official_child,
+):
+    """Times the official model of preset ``name`` (see the module docstring).
+
+    Args:
+        name: a preset with a cfg in ``official_dir/cfg``.
+        official_dir: a checkout of the official YOLOR main branch.
+        image_size, repeats: as for `benchmark_paths` (2 warm-up calls).
+        peaks: `measure_peaks` output (the share of peak uses it).
+        gflops: our count of the network's GFLOPs; the official rows use it
+            too, so that GFLOP/s compare as the inverse times do (the
+            official count, from torch's FLOP counter, is returned beside).
+        threads: torch threads (default: `default_threads`).
+        paths: the subset of `OFFICIAL_PATHS` to run.
+        runner: callable(settings dict) -> the child's result dict
+            (`run_official_child`; tests pass a stand-in).
+
+    Returns:
+        dict with ``rows`` (same keys as `benchmark_paths`' rows), and
+        ``torch``, ``threads``, ``parameters`` and ``gflops`` from the child
+        (None when it could not run; then ``error`` says why).
+    """
+    result = {
+        "rows": [],
+        "torch": None,
+        "threads": None,
+        "parameters": None,
+        "gflops": None,
+        "error": None,
+    }
+    cfg = official_cfg(official_dir, name)
+    child = None
+    if cfg is None:
+        result["error"] = f"no cfg/{name}.cfg in {official_dir}"
+    else:
+        settings = {
+            "official": os.path.abspath(official_dir),
+            "cfg": os.path.abspath(cfg),
+            "image_size": image_size,
+            "repeats": repeats,
+            "warmup": 2,
+            "threads": threads or default_threads(),
+            "kinds": [kind for _, _, kind in paths],
+        }
+        try:
+            child = runner(settings)
+        except Exception as error:  # reported in the table, not fatal
+            result["error"] = f"{type(error).__name__}: {str(error).strip()[:300]}"
+    if child is not None:
+        for key in ("torch", "threads", "parameters", "gflops"):
+            result[key] = child.get(key)
+    by_kind = {row["kind"]: row for row in (child or {}).get("rows", [])}
+    for label, precision, kind in paths:
+        measured = by_kind.get(kind, {})
+        seconds = measured.get("seconds")
+        row = {
+            "path": label,
+            "precision": precision,
+            "seconds": seconds,
+            "gflops_per_s": None,
+            "share_of_peak": None,
+            "error": measured.get("error") or (None if seconds else result["error"] or "no result"),
+        }
+        if seconds and not row["error"]:
+            row["gflops_per_s"] = gflops / seconds
+            row["share_of_peak"] = row["gflops_per_s"] / peaks[precision]
+        result["rows"].append(row)
+    return result
+
+
+def _fastest(rows, precision=None):
+    """The fastest row that ran (of one precision, if given), or None."""
+    ran = [
+        row
+        for row in rows
+        if row["seconds"] and not row["error"] and precision in (None, row["precision"])
+    ]
+    return min(ran, key=lambda row: row["seconds"], default=None)
+
+
+def compare_to_official(rows, official):
+    """Ratios ours / official (below 1: ours is faster) for the matching paths.
+
+    Returns a list of ``(comparison, our_row, official_row, ratio)``: our
+    fastest fp32 path against the official plain fp32 and against its fused
+    channels-last fp32; our fastest bf16 path against the official bf16; our
+    fastest path against the official fastest. A comparison with a side
+    that did not run is left out.
+    """
+    by_label = {row["path"]: row for row in official["rows"] if row["seconds"] and not row["error"]}
+    pairs = (
+        ("fp32 vs fp32", _fastest(rows, "fp32"), by_label.get("official fp32")),
+        ("fp32 vs fused+CL fp32", _fastest(rows, "fp32"), by_label.get("official fused+CL fp32")),
+        ("bf16 vs bf16", _fastest(rows, "bf16"), by_label.get("official bf16 fused+CL")),
+        ("best vs best", _fastest(rows), _fastest(list(by_label.values()))),
+    )
+    return [
+        (comparison, ours, theirs, ours["seconds"] / theirs["seconds"])
+        for comparison, ours, theirs in pairs
+        if ours and theirs
+    ]
+
+
+def print_official(official, rows, baseline=None):
+    """The official rows (continuing `print_path_rows`' table) and the ratios to ours."""
+    if isinstance(official, str):  # why they were not measured
+        print(f"  {official}", flush=True)
+        return
+    details = [
+        f"torch {official['torch']}" if official["torch"] else None,
+        f"{official['threads']} threads" if official["threads"] else None,
+        f"{official['parameters']:,} parameters" if official["parameters"] else None,
+        f"torch counts {official['gflops']:.1f} GFLOPs" if official["gflops"] else None,
+    ]
+    print(f"  official PyTorch ({', '.join(d for d in details if d) or 'did not run'}):")
+    _print_rows(official["rows"], baseline)
+    ratios = compare_to_official(rows, official)
+    if ratios:
+        print("  ours / official (below 1: ours faster):")
+    for comparison, ours, theirs, ratio in ratios:
+        print(
+            f"    {comparison:<22} {ours['path']} {ours['seconds'] * 1000:.0f} ms / "
+            f"{theirs['path']} {theirs['seconds'] * 1000:.0f} ms = {ratio:.2f}x",
+            flush=True,
+        )
+
+
+def full_table(
+    names=DEFAULT_MODELS,
+    image_size=640,
+    repeats=10,
+    matmul_size=4096,
+    official_dir=None,
+    official_threads=None,
+):
+    """Measures every path of each preset, and the matmul peaks just before; prints and returns them.
+
+    With ``official_dir`` (and torch installed), each preset's official rows
+    follow ours (`official_rows`); otherwise one line says why there are none.
+    """
     from yolor_keras.tasks import YOLORObjectDetector
 
     results = {"models": {}}
+    unavailable = official_unavailable(official_dir)
+    if unavailable:
+        print(unavailable, flush=True)
     for name in names:
         detector = YOLORObjectDetector.from_preset(name, image_size=image_size)
         gflops = graph_gflops(detector, image_size)
@@ -257,9 +596,20 @@ def full_table(names=DEFAULT_MODELS, image_size=640, repeats=10, matmul_size=409
         print()
         print_peaks(peaks, matmul_size)
         rows = benchmark_paths(detector, image_size, peaks, repeats=repeats, gflops=gflops)
+        official = None
+        if not unavailable:
+            official = official_rows(
+                name, official_dir, image_size, peaks, gflops, repeats, official_threads
+            )
         params = official_parameter_count(detector)
-        print_path_rows(name, params, gflops, rows)
-        results["models"][name] = {"params": params, "gflops": gflops, "peaks": peaks, "rows": rows}
+        print_path_rows(name, params, gflops, rows, official)
+        results["models"][name] = {
+            "params": params,
+            "gflops": gflops,
+            "peaks": peaks,
+            "rows": rows,
+            "official": official,
+        }
     return results
 
 
@@ -373,9 +723,31 @@ def main(argv=None):
         help="Then also the training pipeline's images/s (mosaic at 640, each cache choice; see "
         "benchmarks/data_pipeline.py, which also times the official loader).",
     )
+    parser.add_argument(
+        "--official",
+        metavar="DIR",
+        default=None,
+        help="table: also time the official PyTorch model of each preset, from this checkout of "
+        "the official YOLOR main branch (needs torch), and print ours / official.",
+    )
+    parser.add_argument(
+        "--official-threads",
+        type=int,
+        default=None,
+        help="torch threads of the official rows (default: the CPUs this process may use, "
+        "as many as TensorFlow uses).",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.image_size < 1 or args.matmul_size < 1:
         parser.error("--repeats, --image-size and --matmul-size must be positive.")
+    if args.official_threads is not None and args.official_threads < 1:
+        parser.error("--official-threads must be positive.")
+    if args.official is not None and args.what != "table":
+        parser.error("--official adds rows to the table, not to `models`.")
+    try:
+        official_unavailable(args.official)
+    except ValueError as error:
+        parser.error(str(error))
 
     print(
         f"Machine: {cpu_description()}, {os.cpu_count()} CPUs, "
@@ -391,7 +763,14 @@ def main(argv=None):
     if args.what == "models":
         benchmark_models(args.models, args.image_size, args.repeats)
     else:
-        full_table(args.models, args.image_size, args.repeats, args.matmul_size)
+        full_table(
+            args.models,
+            args.image_size,
+            args.repeats,
+            args.matmul_size,
+            args.official,
+            args.official_threads,
+        )
     if args.serving:
         from yolor_keras.serving.throughput import serving_rows
 
