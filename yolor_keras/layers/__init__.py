@@ -8,6 +8,7 @@ _EXPORTS = {
     "fold_batchnorm": "fold",
     "fold_implicit_conv1x1": "fold",
     "FORMS": "implicit_knowledge",
+    "FusedConv2D": "fused_conv",
     "ImplicitAdd": "implicit_add",
     "ImplicitConcat": "implicit_concat",
     "ImplicitKnowledge": "implicit_knowledge",
@@ -17,6 +18,7 @@ _EXPORTS = {
     "NonMaxSuppression": "nms",
     "ReOrg": "reorg",
     "YOLORImageConverter": "image_converter",
+    "BatchNormalization": "batch_normalization",
 }
 
 __all__ = sorted(_EXPORTS)

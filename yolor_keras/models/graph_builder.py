@@ -11,7 +11,9 @@ module path; `graph_plan.keras_name` gives the layer names).
 
 import keras
 
+from yolor_keras.layers import BatchNormalization
 from yolor_keras.layers import ChannelAffine
+from yolor_keras.layers import FusedConv2D
 from yolor_keras.layers import ReOrg
 from yolor_keras.models.graph_plan import keras_name
 
@@ -41,8 +43,29 @@ def torch_conv_initializers(kernel_size, in_channels):
     return kernel, bias
 
 
+def _deploy_conv(node, x):
+    """The deploy form's conv: conv + bias (the folded BatchNorm) + SiLU in one
+    `FusedConv2D`, padded on every side like PyTorch, which TensorFlow runs as
+    a single oneDNN convolution."""
+    kernel = node["kernel"]
+    kernel_initializer, bias_initializer = torch_conv_initializers(kernel, x.shape[-1])
+    return FusedConv2D(
+        node["filters"],
+        kernel,
+        strides=node["stride"],
+        pad=kernel // 2,
+        activation="silu" if node["act_name"] else None,
+        use_bias=True,
+        kernel_initializer=kernel_initializer,
+        bias_initializer=bias_initializer,
+        name=keras_name(node["conv_name"]),
+    )(x)
+
+
 def _conv(node, inputs, bn_epsilon, deploy):
     x = inputs[0]
+    if deploy and (node["bias"] or node["bn_name"] is not None):
+        return _deploy_conv(node, x)
     kernel, stride = node["kernel"], node["stride"]
     padding = "valid"
     if kernel > 1:
@@ -66,7 +89,7 @@ def _conv(node, inputs, bn_epsilon, deploy):
         name=keras_name(node["conv_name"]),
     )(x)
     if has_bn and not deploy:
-        x = keras.layers.BatchNormalization(
+        x = BatchNormalization(
             epsilon=bn_epsilon, momentum=BATCHNORM_MOMENTUM, name=keras_name(node["bn_name"])
         )(x)
     if node["act_name"]:
@@ -78,7 +101,7 @@ def _bn_act(node, inputs, bn_epsilon, deploy):
     if deploy:
         x = ChannelAffine(name=keras_name(node["bn_name"]))(inputs[0])
     else:
-        x = keras.layers.BatchNormalization(
+        x = BatchNormalization(
             epsilon=bn_epsilon, momentum=BATCHNORM_MOMENTUM, name=keras_name(node["bn_name"])
         )(inputs[0])
     return keras.layers.Activation("silu", name=keras_name(node["act_name"]))(x)
