@@ -91,14 +91,11 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def server(detector, tmp_path_factory):
+def server(detector, tmp_path_factory, tiny_saved_model):
     """A `yolor serve` with its default host and limits: `(rest_url, grpc_target, process, root)`."""
-    from yolor_keras.export import export_saved_model
-
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(
-        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
-    )
+    # The export of `detector` (`tiny_detector(IMAGE_SIZE)`), shared by this process.
+    tiny_saved_model(root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
     rest_port, grpc_port = free_port(), free_port()
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
     process = subprocess.Popen(

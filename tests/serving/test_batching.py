@@ -19,7 +19,6 @@ from deployment_helper import encode
 from deployment_helper import scene
 from deployment_helper import tiny_detector
 
-from yolor_keras.export import export_saved_model
 from yolor_keras.inference import Predictor
 from yolor_keras.serving import cli
 from yolor_keras.serving.batching import Batcher
@@ -246,11 +245,10 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def export_root(detector, tmp_path_factory):
+def export_root(detector, tmp_path_factory, tiny_saved_model):
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(
-        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
-    )
+    # The export of `detector` (`tiny_detector(IMAGE_SIZE)`), shared by this process.
+    tiny_saved_model(root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
     return root
 
 

@@ -22,7 +22,6 @@ from deployment_helper import png_header_only
 from deployment_helper import scene
 from deployment_helper import tiny_detector
 
-from yolor_keras.export import export_saved_model
 from yolor_keras.inference import Predictor
 from yolor_keras.serving import Client
 from yolor_keras.serving import ServingError
@@ -43,12 +42,11 @@ def detector():
 
 
 @pytest.fixture(scope="module")
-def server(detector, tmp_path_factory):
+def server(detector, tmp_path_factory, tiny_saved_model):
     """`(rest_url, grpc_target, rest_port)` of a running `yolor serve`."""
     root = tmp_path_factory.mktemp("saved_models")
-    export_saved_model(
-        detector, root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS
-    )
+    # The export of `detector` (`tiny_detector(IMAGE_SIZE)`), shared by this process.
+    tiny_saved_model(root / "tiny" / "1", image_size=IMAGE_SIZE, max_detections=MAX_DETECTIONS)
     # A second version (same weights) to exercise version routing.
     shutil.copytree(root / "tiny" / "1", root / "tiny" / "2")
     rest_port, grpc_port = free_port(), free_port()
