@@ -33,6 +33,7 @@ def _child_result(plain=0.5, fused=0.4, bf16=0.2, bf16_error=None):
     return {
         "torch": "2.13.0+cpu",
         "threads": 2,
+        "omp_wait_policy": "PASSIVE",
         "parameters": 37265016,
         "gflops": 81.3,
         "rows": [
@@ -104,6 +105,7 @@ def test_child_output_is_parsed_from_its_result_line():
 
 
 def test_run_official_child_passes_settings_and_reports_failures(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     seen = {}
 
     def fake_run(command, **kwargs):
@@ -117,6 +119,11 @@ def test_run_official_child_passes_settings_and_reports_failures(monkeypatch):
         bench.run_official_child(settings)
     assert json.loads(seen["command"][-1]) == settings
     assert seen["env"]["OMP_NUM_THREADS"] == "3"
+    assert seen["env"]["OMP_WAIT_POLICY"] == "PASSIVE"  # unless the user set it:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with pytest.raises(RuntimeError):
+        bench.run_official_child(settings)
+    assert seen["env"]["OMP_WAIT_POLICY"] == "ACTIVE"
     seen["ok"] = True
     assert bench.run_official_child(settings) == {"rows": []}
 
@@ -135,6 +142,7 @@ def test_official_rows_from_a_stub_child(tmp_path):
     assert settings["kinds"] == ["plain", "fused_cl", "bf16_fused_cl"]
     assert (settings["image_size"], settings["repeats"], settings["threads"]) == (640, 7, 2)
     assert (result["torch"], result["threads"], result["gflops"]) == ("2.13.0+cpu", 2, 81.3)
+    assert result["omp_wait_policy"] == "PASSIVE"
     rows = {row["path"]: row for row in result["rows"]}
     assert list(rows) == [label for label, _, _ in bench.OFFICIAL_PATHS]
     # 80 GFLOP in 0.5 s = 160 GFLOP/s = 80 % of the 200 GFLOP/s fp32 peak;
@@ -196,6 +204,7 @@ def test_table_prints_official_rows_and_ratios(capsys):
     official = {
         "torch": "2.13.0+cpu",
         "threads": 2,
+        "omp_wait_policy": "PASSIVE",
         "parameters": 37265016,
         "gflops": 81.3,
         "error": None,
@@ -208,7 +217,10 @@ def test_table_prints_official_rows_and_ratios(capsys):
     bench.print_path_rows("yolor_p6", 37265016, GFLOPS, OURS, official)
     lines = capsys.readouterr().out.splitlines()
     text = "\n".join(lines)
-    assert "torch 2.13.0+cpu, 2 threads, 37,265,016 parameters, torch counts 81.3 GFLOPs" in text
+    assert (
+        "torch 2.13.0+cpu, 2 threads, OMP_WAIT_POLICY=PASSIVE, 37,265,016 parameters, "
+        "torch counts 81.3 GFLOPs" in text
+    )
     official_fp32 = next(line for line in lines if line.strip().startswith("official fp32"))
     # 500 ms, 160 GFLOP/s, 80 % of peak, keras fp32 (0.8 s) / 0.5 s = 1.60x.
     assert official_fp32.split() == ["official", "fp32", "500", "160", "80%", "1.60x"]
@@ -246,14 +258,16 @@ _TINY_DARKNET = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_real_child_runs_a_stand_in_of_the_official_code(tmp_path):
+def test_real_child_runs_a_stand_in_of_the_official_code(tmp_path, monkeypatch):
     pytest.importorskip("torch")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     checkout = _checkout(tmp_path)
     (checkout / "models" / "models.py").write_text(_TINY_DARKNET)
     (checkout / "models" / "__init__.py").write_text("")
     result = bench.official_rows("yolor_p6", str(checkout), 8, PEAKS, GFLOPS, repeats=2, threads=1)
     assert result["error"] is None
     assert (result["threads"], result["parameters"]) == (1, 3 * 4 * 9 + 2 * 4)
+    assert result["omp_wait_policy"] == "PASSIVE"
     assert result["gflops"] == pytest.approx(13824 / 1e9)
     for row in result["rows"]:
         assert row["error"] is None and row["seconds"] > 0, row
