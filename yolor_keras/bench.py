@@ -1,6 +1,6 @@
 """Benchmarks: ``python -m yolor_keras.bench`` (the full table) and ``... models``.
 
-``python -m yolor_keras.bench`` prints, from one process:
+``python -m yolor_keras.bench`` prints, in one run (ours from one process):
 
 1. before each model, the machine's own matmul peak, float32 and bfloat16
    (a square ``--matmul-size`` matmul through TensorFlow, median of
@@ -31,9 +31,8 @@
    fastest against the fastest. The official code runs from DIR only; none
    of it is part of this package.
 
-All figures of one run come from the same run (ours from one process), so
-their ratios are meaningful on a noisy machine; the load average is printed
-at the start and the end.
+All figures come from the same run, so their ratios are meaningful on a
+noisy machine; the load average is printed at the start and the end.
 
 ``python -m yolor_keras.bench models`` prints the shorter table of parameter
 counts, GFLOPs and fp32 latencies (unfolded, folded, folded+XLA).
