@@ -249,7 +249,7 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
     from yolor_keras.training.recipe import OptimizerConfig
     from yolor_keras.training.recipe import Recipe
     from yolor_keras.training.recipe import loss_settings
-    from yolor_keras.training.trainer import _continue_task
+    from yolor_keras.training.trainer import continue_task
     from yolor_keras.training.trainer import stage_recipe
 
     keras.utils.set_random_seed(0)
@@ -282,7 +282,7 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
     )
     recipe = stage_recipe(recipe, "tune")
     assert recipe.augment.mosaic_tiles == 9
-    task, state = _continue_task(folder, recipe, steps=3, continue_weights="ema")
+    task, state = continue_task(folder, recipe, steps=3, continue_weights="ema")
     assert task.class_names == ["a", "b"]
     # Compiled with the new recipe's loss settings (batch 4 = nominal 4).
     assert task.loss_settings["loss_scale"] == 4.0 and task.loss_settings["box_gain"] == 0.05

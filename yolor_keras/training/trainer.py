@@ -267,7 +267,7 @@ def copy_task(task):
     return copy
 
 
-def _continue_task(folder, recipe, steps, continue_weights):
+def continue_task(folder, recipe, steps, continue_weights):
     """The task and optimizer of a run that continues another run's checkpoint."""
     previous, state = load_checkpoint(folder)
     start_epoch = state["epoch"]
@@ -505,7 +505,7 @@ def train(
             else min(steps_per_epoch, train_info.num_batches)
         )
         if continue_from is not None:
-            task, state = _continue_task(continue_folder, recipe, steps, continue_weights)
+            task, state = continue_task(continue_folder, recipe, steps, continue_weights)
             if verbose:
                 print(
                     f"Continuing {continue_folder} at epoch {initial_epoch} of {settings.epochs}, "
