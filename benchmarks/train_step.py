@@ -114,10 +114,23 @@ def build_task(args, jit_compile):
     return task
 
 
+def use_fused_batchnorm(model, fused):
+    """Switches the fused training path of every BatchNormalization; returns their count."""
+    from yolor_keras.layers import BatchNormalization
+
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, BatchNormalization):
+            layer.fused = fused
+            count += 1
+    return count
+
+
 def run_keras(args):
     """One configuration, in this process; prints one JSON line."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    jit = args.child == "on"
+    jit, batchnorm, policy = args.child.split(":")
+    jit = jit == "on"
     started = time.perf_counter()
     import keras
     import numpy as np
@@ -126,10 +139,13 @@ def run_keras(args):
     result = {
         "kind": "keras",
         "jit_compile": jit,
+        "batchnorm": batchnorm,
+        "policy": policy,
         "threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
     result["import_s"] = time.perf_counter() - started
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(policy)
 
     if args.grappler:
         # e.g. "layout_optimizer=False,remapping=False": which graph passes
@@ -143,6 +159,7 @@ def run_keras(args):
 
     tick = time.perf_counter()
     task = build_task(args, jit)
+    result["batchnorm_layers"] = use_fused_batchnorm(task, batchnorm == "fused")
     result["build_s"] = time.perf_counter() - tick
     note(f"built in {result['build_s']:.1f} s")
     result["parameters"] = int(task.count_params())
@@ -318,6 +335,17 @@ def parse_args(argv=None):
     parser.add_argument(
         "--jit", default="off,on", help="comma list of jit_compile settings: off, on"
     )
+    parser.add_argument(
+        "--batchnorm",
+        default="fused",
+        help="comma list of BatchNormalization training paths: fused (TensorFlow's fused op), "
+        "keras (Keras' own ops)",
+    )
+    parser.add_argument(
+        "--policy",
+        default="float32",
+        help="comma list of Keras dtype policies, e.g. float32,mixed_bfloat16",
+    )
     parser.add_argument("--grappler", default=None, help="tf.config.optimizer options, k=v,...")
     parser.add_argument(
         "--profile", action="store_true", help="time Python tracing apart and count nodes"
@@ -337,10 +365,10 @@ def parse_args(argv=None):
         if skip:
             skip = False
             continue
-        if item in ("--jit", "--json", "--child"):
+        if item in ("--jit", "--json", "--child", "--batchnorm", "--policy"):
             skip = True
             continue
-        if item.startswith(("--jit=", "--json=", "--child=")):
+        if item.startswith(("--jit=", "--json=", "--child=", "--batchnorm=", "--policy=")):
             continue
         passthrough.append(item)
     args.passthrough = passthrough
@@ -354,11 +382,17 @@ def main(argv=None):
     if args.child is not None:
         return run_keras(args)
     results = []
+    batchnorms = [m.strip() for m in args.batchnorm.split(",") if m.strip()]
+    policies = [m.strip() for m in args.policy.split(",") if m.strip()]
     for mode in [m.strip() for m in args.jit.split(",") if m.strip()]:
         if mode not in ("off", "on"):
             raise SystemExit(f"--jit takes off and/or on, got {mode!r}")
-        results.append(child(args, mode))
-        print(json.dumps(results[-1]), flush=True)
+        for batchnorm in batchnorms:
+            if batchnorm not in ("fused", "keras"):
+                raise SystemExit(f"--batchnorm takes fused and/or keras, got {batchnorm!r}")
+            for policy in policies:
+                results.append(child(args, f"{mode}:{batchnorm}:{policy}"))
+                print(json.dumps(results[-1]), flush=True)
     if args.official:
         results.append(child(args, "official"))
         print(json.dumps(results[-1]), flush=True)
@@ -367,21 +401,28 @@ def main(argv=None):
         f"{args.preset} @{args.image_size}, batch {args.batch_size}, {args.steps} timed steps, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    print("| configuration | first step | step median | peak RSS |")
-    print("|---|---|---|---|")
+    print("| configuration | first step (CPU) | step median (CPU) | peak RSS | loss |")
+    print("|---|---|---|---|---|")
     official = next((r for r in results if r["kind"] == "official"), None)
     for r in results:
-        name = (
-            "official PyTorch"
-            if r["kind"] == "official"
-            else ("Keras, XLA" if r["jit_compile"] else "Keras")
-        )
+        if r["kind"] == "official":
+            name = "official PyTorch"
+        else:
+            name = ", ".join(
+                ["Keras"]
+                + (["XLA"] if r["jit_compile"] else [])
+                + [f"{r['batchnorm']} BN"]
+                + ([r["policy"]] if r["policy"] != "float32" else [])
+            )
         ratio = ""
         if official and r is not official and official["step_median_s"]:
             ratio = f" ({r['step_median_s'] / official['step_median_s']:.2f}x official)"
+        cpu_first = f" ({r['first_step_cpu_s']:.1f} s)" if "first_step_cpu_s" in r else ""
+        cpu_step = f" ({r['step_median_cpu_s']:.2f} s)" if r.get("step_median_cpu_s") else ""
         print(
-            f"| {name} | {r['first_step_s']:.1f} s | {r['step_median_s']:.2f} s{ratio} | "
-            f"{r['peak_rss_gb']:.2f} GB |"
+            f"| {name} | {r['first_step_s']:.1f} s{cpu_first} | "
+            f"{r['step_median_s']:.2f} s{cpu_step}{ratio} | {r['peak_rss_gb']:.2f} GB | "
+            f"{r['loss']:.6g} |"
         )
     if args.json:
         from yolor_keras.atomic import write_file_atomically
