@@ -202,6 +202,8 @@ PORTABLE = textwrap.dedent(
 )
 
 
+# A fresh interpreter that imports JAX: tens of seconds on CI's two cores.
+@pytest.mark.slow
 def test_portable_path_on_jax():
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed in this environment (the dev extra installs it).")
