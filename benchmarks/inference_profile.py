@@ -13,9 +13,9 @@ matching peak:
   (what a frozen export runs; lets oneDNN cache re-laid-out filters).
 * each of ``before`` / ``after`` in bf16 (`with_precision(..., "bf16")`).
 
-``--profile`` adds a per-op breakdown of one variant from TensorFlow's own
-step stats (op type -> ms per call), and the fused op types the runtime
-actually ran (from the partition graphs). Thread pools are set before
+``--profile`` adds a per-primitive breakdown of each variant from oneDNN's
+own log (``ONEDNN_VERBOSE=1``, in a child process): convolutions with and
+without a fused SiLU post-op, separate SiLU (eltwise) ops, weight reorders. Thread pools are set before
 TensorFlow starts with ``--intra`` / ``--inter``; compare their shares of
 peak across runs, not their milliseconds.
 
@@ -73,6 +73,15 @@ def build_variants(name, image_size):
     from yolor_keras.tasks import YOLORObjectDetector
 
     detector = YOLORObjectDetector.from_preset(name, image_size=image_size)
+    # Trained BatchNorms fold into non-zero conv biases. A fresh model's fold
+    # gives zero biases, which grappler deletes from a frozen graph, and a
+    # conv without BiasAdd no longer matches the conv + bias + SiLU fusion.
+    rng = np.random.default_rng(0)
+    for weight in detector.weights:
+        if "moving_variance" in weight.path:
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+        elif "moving_mean" in weight.path or "beta" in weight.path:
+            weight.assign(rng.normal(0.0, 0.3, weight.shape).astype("float32"))
     after = fold(detector)
     original = graph_builder._BUILDERS["conv"]
     graph_builder._BUILDERS["conv"] = _legacy_deploy_conv
@@ -91,13 +100,23 @@ def build_variants(name, image_size):
         "after fp32, frozen": (convert_variables_to_constants_v2(function(after)), "fp32"),
         "before bf16": (function(with_precision(before, "bf16")), "bf16"),
         "after bf16": (function(with_precision(after, "bf16")), "bf16"),
+        "after bf16, frozen": (
+            convert_variables_to_constants_v2(function(with_precision(after, "bf16"))),
+            "bf16",
+        ),
     }, after
+
+
+def _materialise(outputs):
+    """Forces every output to exist on the host (a tiny read of each)."""
+    import tensorflow as tf
+
+    for tensor in tf.nest.flatten(outputs):
+        np.asarray(tf.reshape(tensor, [-1])[:1])
 
 
 def time_interleaved(functions, images, repeats):
     """Median seconds per function, the calls of all functions interleaved."""
-    from yolor_keras.bench import _materialise
-
     for function in functions.values():
         for _ in range(2):
             _materialise(function(images))
@@ -110,31 +129,55 @@ def time_interleaved(functions, images, repeats):
     return {label: float(np.median(values)) for label, values in times.items()}
 
 
-def op_profile(function, images, calls=3):
-    """(ms per call by op type, executed fused-op descriptions) from TF step stats."""
-    from tensorflow.python.eager import context
+PROFILED = ("before fp32", "after fp32", "after fp32, frozen", "after bf16", "after bf16, frozen")
 
-    function(images)
-    context.enable_run_metadata()
-    try:
+
+def _profile_child(name, image_size, calls=2):
+    """Runs in a child with ONEDNN_VERBOSE=1: marks, then ``calls`` calls per variant."""
+    import tensorflow as tf
+
+    functions, _ = build_variants(name, image_size)
+    images = tf.constant(
+        np.random.default_rng(0).random((1, image_size, image_size, 3), np.float32)
+    )
+    for label in PROFILED:
+        for _ in range(2):
+            _materialise(functions[label][0](images))
+    for label in PROFILED:
         for _ in range(calls):
-            function(images)
-        metadata = context.export_run_metadata()
-    finally:
-        context.disable_run_metadata()
-    fused = collections.Counter()
-    for graph in metadata.partition_graphs:
-        for node in graph.node:
-            if "Conv2D" in node.op:
-                ops = "+".join(s.decode() for s in node.attr["fused_ops"].list.s)
-                fused[f"{node.op}[{ops}] padding={node.attr['padding'].s.decode()}"] += 1
-    by_op = collections.Counter()
-    for device in metadata.step_stats.dev_stats:
-        for node in device.node_stats:
-            op = node.timeline_label.split("(")[0].split("=")[-1].strip() or node.node_name
-            op = op.split(" ")[-1] if op else node.node_name
-            by_op[op] += node.op_end_rel_micros / 1000.0 / calls
-    return by_op, fused
+            print(f"=====MARK {label}", flush=True)
+            _materialise(functions[label][0](images))
+    print("=====MARK end", flush=True)
+
+
+def onednn_profile(name, image_size, calls=2):
+    """ms per call of each oneDNN primitive kind, per variant (``ONEDNN_VERBOSE=1``).
+
+    Keys are ``kind impl`` plus ``+post-ops`` when the primitive carries a fused
+    post-op (the SiLU); ``reorder`` lines are weight re-layouts done at every
+    call. Time outside oneDNN (concat, pad, TF's own ops, framework overhead)
+    is the wall time minus their sum.
+    """
+    import subprocess
+
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, __file__, "--profile-child", name, "--image-size", str(image_size)]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    totals = collections.defaultdict(collections.Counter)
+    counts = collections.defaultdict(collections.Counter)
+    label = None
+    for line in output.splitlines():
+        if line.startswith("=====MARK"):
+            label = line.split(" ", 1)[1]
+            continue
+        fields = line.split(",")
+        if label in (None, "end") or len(fields) < 8 or fields[3] != "exec":
+            continue
+        post = any("attr-post-ops" in field for field in fields)
+        key = f"{fields[5]} {fields[6]}" + (" +post-ops" if post else "")
+        totals[label][key] += float(fields[-1]) / calls
+        counts[label][key] += 1 / calls
+    return totals, counts
 
 
 def main(argv=None):
@@ -145,7 +188,10 @@ def main(argv=None):
     parser.add_argument("--intra", type=int, default=0, help="intra-op threads (0: TF default)")
     parser.add_argument("--inter", type=int, default=0, help="inter-op threads (0: TF default)")
     parser.add_argument("--profile", action="store_true", help="per-op breakdown too")
+    parser.add_argument("--profile-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile_child:
+        return _profile_child(args.profile_child, args.image_size)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -188,14 +234,16 @@ def main(argv=None):
                 f"  {share:6.1%} of the {precision} peak"
             )
         if args.profile:
-            for label in ("before fp32", "after fp32", "after bf16"):
-                by_op, fused = op_profile(functions[label][0], images)
-                total = sum(by_op.values())
-                print(f"  per-op, {label} (op time summed over threads, {total:.0f} ms/call):")
-                for op, ms in by_op.most_common(12):
-                    print(f"    {op:<40} {ms:8.1f} ms  {ms / total:6.1%}")
-                for kind, count in fused.most_common():
-                    print(f"    ran {count:4d} x {kind}")
+            totals, counts = onednn_profile(name, args.image_size)
+            for label in PROFILED:
+                total = sum(totals[label].values())
+                print(
+                    f"  oneDNN primitives, {label}: {total:.0f} ms per call "
+                    f"(wall {medians[label] * 1e3:.0f} ms, outside oneDNN "
+                    f"{medians[label] * 1e3 - total:.0f} ms)"
+                )
+                for key, ms in totals[label].most_common():
+                    print(f"    {key:<52} {ms:8.1f} ms  x{counts[label][key]:4.0f}")
         sys.stdout.flush()
 
 

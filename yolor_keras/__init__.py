@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 SERIALIZABLE_MODULES = (
     "layers.anchor_split",
     "layers.channel_affine",
+    "layers.fused_conv",
     "layers.image_converter",
     "layers.implicit_add",
     "layers.implicit_concat",
