@@ -7,12 +7,14 @@ the official `hyp.scratch.1280` augmentation) decoding every image
 `LoadImagesAndLabels` (mosaic, same hyp) in a torch DataLoader with 2 worker
 processes, and prints one table with the ratios (see
 `yolor_keras.data.throughput`). Only ratios from one run compare; absolute
-rates move with the machine and its load.
+rates move with the machine and its load. On a shared machine use
+`--rounds 3` or more: the loaders are then timed in turn, round after
+round, and the medians of the per-round ratios are printed.
 
 Usage:
     python benchmarks/data_pipeline.py [--images 300] [--size 640x480]
         [--batches 20] [--official DIR --opencv DIR --hyp hyp.scratch.1280.yaml]
-        [--out runs/benchmarks/data.json]
+        [--rounds 1] [--out runs/benchmarks/data.json]
 
 DIR for --official holds the official `utils` package (e.g. from
 `git archive` of WongKinYiu/yolor, outside this repository); --opencv is a
@@ -46,6 +48,12 @@ def main(argv=None):
     parser.add_argument("--opencv", help="folder with opencv-python-headless installed")
     parser.add_argument("--hyp", help="the official hyp.scratch.1280.yaml")
     parser.add_argument("--workers", type=int, default=2, help="official DataLoader workers (2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every loader this many times in turn and report medians (1)",
+    )
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     try:
@@ -68,6 +76,7 @@ def main(argv=None):
         opencv_dir=args.opencv,
         hyp=args.hyp,
         workers=args.workers,
+        rounds=args.rounds,
     )
     if args.out:
         text = json.dumps(rows, indent=2)

@@ -277,6 +277,7 @@ def data_rows(
     hyp=None,
     workers=2,
     verbose=True,
+    rounds=1,
 ):
     """Measures ours (each cache choice) and the official loader on the same files.
 
@@ -293,15 +294,24 @@ def data_rows(
         hyp: the official hyp YAML (needed with `official_dir`).
         workers: the official DataLoader's worker processes.
         verbose: print the table.
+        rounds: times every loader is measured, in turn (official, then
+            each of ours, then again). On a shared machine the load moves
+            within seconds, so each round's ratios compare loaders timed
+            next to each other, and the medians over rounds are reported
+            (see `combine_rounds`).
 
     Returns:
         One dict per row: "loader", "rate" (img/s), "first_batch_s",
         "ratio" (rate over the official rate, None without it),
         "cpu_ms_per_image", "cpu_ratio" (the official CPU time per image
-        over this row's) and, for ours, "build_s".
+        over this row's) and, for ours, "build_s"; with several rounds,
+        medians, plus "rounds" (each round's values) and "load" (the
+        1-minute load average after each round).
     """
     if official_dir and not hyp:
         raise ValueError("data_rows: the official loader needs hyp= (hyp.scratch.1280.yaml).")
+    if rounds < 1:
+        raise ValueError(f"data_rows: rounds={rounds}; at least 1.")
     folder = tempfile.mkdtemp(prefix="yolor-data-bench-")
     try:
         image_dir, mean_bytes = write_yolo_sources(folder, images, width, height)
@@ -309,38 +319,81 @@ def data_rows(
             print(
                 f"{images} JPEGs {width}x{height} ({mean_bytes / 1024:.0f} KB each), "
                 f"mosaic at {image_size}, batch {batch_size}, {batches} batches timed "
-                f"after {warmup}; {os.cpu_count()} CPUs",
+                f"after {warmup}; {os.cpu_count()} CPUs; {rounds} round(s), "
+                f"load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
-        rows = []
-        if official_dir:
-            result = official(
-                image_dir,
-                official_dir,
-                hyp,
-                opencv_dir,
-                image_size,
-                batch_size,
-                batches,
-                warmup,
-                workers,
-            )
-            rows.append({"loader": f"official, {workers} workers", **result})
-        for cache in caches:
-            result = ours(image_dir, cache, image_size, batch_size, batches, warmup, folder)
-            rows.append({"loader": cache_label(cache), **result})
+        measured = []
+        for _ in range(rounds):
+            rows = []
+            if official_dir:
+                result = official(
+                    image_dir,
+                    official_dir,
+                    hyp,
+                    opencv_dir,
+                    image_size,
+                    batch_size,
+                    batches,
+                    warmup,
+                    workers,
+                )
+                rows.append({"loader": f"official, {workers} workers", **result})
+            for cache in caches:
+                result = ours(image_dir, cache, image_size, batch_size, batches, warmup, folder)
+                rows.append({"loader": cache_label(cache), **result})
+            add_ratios(rows, bool(official_dir))
+            measured.append((rows, os.getloadavg()[0]))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    reference = rows[0]["rate"] if official_dir else None
-    reference_cpu = rows[0]["cpu_ms_per_image"] if official_dir else None
+    rows = combine_rounds(measured) if rounds > 1 else measured[0][0]
+    if verbose:
+        print(markdown_table(rows))
+        if rounds > 1:
+            loads = ", ".join(f"{load:.1f}" for _, load in measured)
+            print(f"Medians of {rounds} rounds; load average after each: {loads}")
+    return rows
+
+
+def add_ratios(rows, has_official):
+    """Sets each row's "ratio" and "cpu_ratio" to the first (official) row's."""
+    reference = rows[0]["rate"] if has_official else None
+    reference_cpu = rows[0]["cpu_ms_per_image"] if has_official else None
     for row in rows:
         row["ratio"] = row["rate"] / reference if reference else None
         # On a shared machine CPU time per image is the steadier measure:
         # cores / CPU time is the rate with the cores to itself.
         row["cpu_ratio"] = reference_cpu / row["cpu_ms_per_image"] if reference_cpu else None
-    if verbose:
-        print(markdown_table(rows))
     return rows
+
+
+def combine_rounds(measured):
+    """Medians over rounds of each loader's values and ratios.
+
+    Args:
+        measured: list of (rows, load) per round, the rows of every round
+            naming the same loaders in the same order, with ratios set
+            within the round (`add_ratios`).
+
+    Returns:
+        One row per loader: the median of each numeric value over the
+        rounds (the ratio is the median of the per-round ratios, each from
+        loaders timed next to each other, not a ratio of medians), with
+        "rounds" holding the rounds' rows and "load" their load averages.
+    """
+    combined = []
+    for index, first in enumerate(measured[0][0]):
+        per_round = [rows[index] for rows, _ in measured]
+        row = {"loader": first["loader"]}
+        for key, value in first.items():
+            if key == "loader":
+                continue
+            values = [r[key] for r in per_round]
+            row[key] = None if value is None else float(np.median(values))
+        row["rounds"] = per_round
+        row["load"] = [load for _, load in measured]
+        combined.append(row)
+    return combined
 
 
 def markdown_table(rows):
