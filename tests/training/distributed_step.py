@@ -3,10 +3,14 @@
 Usage:
     python distributed_step.py mirrored OUT.npz
     python distributed_step.py single OUT.npz
+    python distributed_step.py single_then_mirrored OUT.npz
     TF_CONFIG=... python distributed_step.py multi_worker OUT.npz
 
 Builds the same tiny task from a fixed seed, trains it for a few steps on a
 fixed global batch under the chosen strategy, and saves the final weights.
+``single_then_mirrored`` does the single-device run and then the mirrored
+one in the same process (two logical CPU devices), saving the single run
+to OUT.npz.single.npz: one TensorFlow start instead of two.
 """
 
 import os
@@ -36,11 +40,20 @@ def make_batch():
 
 
 def main(mode, out_path):
-    if mode == "mirrored":
+    if mode in ("mirrored", "single_then_mirrored"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
         )
+    if mode == "single_then_mirrored":
+        # The default strategy runs on the first logical device alone.
+        run("single", out_path + ".single.npz")
+        run("mirrored", out_path)
+    else:
+        run(mode, out_path)
+
+
+def run(mode, out_path):
     import keras
 
     from yolor_keras.tasks import YOLORObjectDetector
@@ -53,6 +66,8 @@ def main(mode, out_path):
         "mirrored": lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
         "multi_worker": lambda: select_strategy("multi_worker"),
     }[mode]()
+    # Same layer names and the same initial weights in every run.
+    keras.utils.clear_session()
     keras.utils.set_random_seed(7)
     with strategy.scope():
         task = YOLORObjectDetector.from_preset(

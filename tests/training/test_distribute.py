@@ -1,7 +1,9 @@
 """Training under tf.distribute gives the same update as one device.
 
 Each case runs in fresh processes: logical devices and TF_CONFIG must be set
-before TensorFlow starts. The single-device reference runs once per module.
+before TensorFlow starts. The mirrored case takes its single-device reference
+in the same process, on the first of its two logical devices (one
+TensorFlow start instead of two); the multi-worker case runs it apart.
 """
 
 import json
@@ -56,11 +58,18 @@ def single_device(tmp_path_factory):
     return initial, final, trainable
 
 
-def test_mirrored_step_equals_single_device_step(single_device, tmp_path):
-    initial, reference, trainable = single_device
-    output = _finish(_start("mirrored", tmp_path / "mirrored.npz"))
-    assert "STEP_DONE mirrored 2" in output
-    mirrored, _ = _load(tmp_path / "mirrored.npz")
+def test_mirrored_step_equals_single_device_step(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    output = _finish(_start("single_then_mirrored", out, env={"SAVE_INITIAL": "1"}))
+    assert "STEP_DONE single 1" in output and "STEP_DONE mirrored 2" in output
+    initial, _ = _load(f"{out}.single.npz.initial.npz")
+    reference, trainable = _load(f"{out}.single.npz")
+    mirrored_initial, _ = _load(f"{out}.initial.npz")
+    mirrored, _ = _load(out)
+    # Both runs start from the same weights.
+    assert len(initial) == len(mirrored_initial) == len(mirrored)
+    for start, mirrored_start in zip(initial, mirrored_initial):
+        np.testing.assert_array_equal(mirrored_start, start)
     moved = 0
     for index, (start, expected, actual) in enumerate(zip(initial, reference, mirrored)):
         np.testing.assert_allclose(
