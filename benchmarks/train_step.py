@@ -21,9 +21,19 @@ the same input in a child process, for the ratio.
 The machine is usually shared: compare the numbers of one run with each
 other, not with another run's.
 
+``--batchnorm fused,keras`` runs each configuration with the
+BatchNormalization layers on TensorFlow's fused training op and on Keras'
+own ops (the same model and weights), ``--policy float32,mixed_bfloat16``
+under each dtype policy. ``--agreement N`` instead trains N steps on the
+synthetic set under each ``--policy`` from the same weights and batches and
+compares the loss curves.
+
 Usage:
     python benchmarks/train_step.py [--preset yolor_p6] [--image-size 640] [--batch-size 4]
-        [--steps 3] [--jit off,on] [--profile] [--official /tmp/yolor] [--json out.json]
+        [--steps 3] [--jit off,on] [--batchnorm fused,keras] [--policy float32,mixed_bfloat16]
+        [--profile] [--official /tmp/yolor] [--json out.json]
+    python benchmarks/train_step.py --agreement 300 --policy float32,mixed_bfloat16
+        --width 0.125 --depth 0.33 --image-size 128 --batch-size 8
 """
 
 import argparse
@@ -228,6 +238,90 @@ def run_keras(args):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def run_agreement(args):
+    """``--agreement N``: N training steps on the synthetic set under one policy.
+
+    Runs in its own process per policy (``--child agree:POLICY``): the same
+    seed, the same initial weights and the same batches (synthetic shapes,
+    letterboxed without augmentation, in a fixed order), so the loss curves
+    of float32 and mixed_bfloat16 differ only by the precision. Prints one
+    JSON line with every step's loss and the median step time.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from yolor_keras.data.pipeline import build_dataset
+    from yolor_keras.data.synthetic import generate_dataset
+
+    policy = args.child.split(":", 1)[1]
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(policy)
+    with tempfile.TemporaryDirectory() as folder:
+        generate_dataset(folder, num_train=64, num_val=4, image_size=args.image_size, seed=0)
+        dataset, _ = build_dataset(
+            folder,
+            split="train",
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            training=True,
+            augment=False,
+            shuffle=False,
+            verbose=False,
+        )
+        batches = [
+            (
+                np.asarray(images),
+                {k: np.asarray(targets[k]) for k in ("boxes", "classes")},
+            )
+            for images, targets in dataset.take(64 // args.batch_size)
+        ]
+    task = build_task(args, False)
+    losses, durations = [], []
+    for step in range(args.agreement):
+        images, targets = batches[step % len(batches)]
+        tick = time.perf_counter()
+        logs = task.train_on_batch(images, targets, return_dict=True)
+        durations.append(time.perf_counter() - tick)
+        losses.append(float(np.asarray(logs["loss"])))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "kind": "agreement",
+                "policy": policy,
+                "losses": losses,
+                "first_step_s": durations[0],
+                "step_median_s": statistics.median(durations[1:]),
+            }
+        ),
+        flush=True,
+    )
+
+
+def report_agreement(results):
+    """The loss curves of each policy against the first (float32) one."""
+    import numpy as np
+
+    reference = np.asarray(results[0]["losses"])
+    steps = len(reference)
+    print(f"\n{steps} steps on the synthetic set, load average {os.getloadavg()[0]:.1f}")
+    print(
+        "| policy | step median | loss, first 10 steps | loss, last 50 | max rel. diff | "
+        "mean rel. diff, last 50 |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        losses = np.asarray(r["losses"])
+        relative = np.abs(losses - reference) / np.abs(reference)
+        print(
+            f"| {r['policy']} | {r['step_median_s']:.3f} s | {losses[:10].mean():.4f} | "
+            f"{losses[-50:].mean():.4f} | {relative.max():.3%} | {relative[-50:].mean():.3%} |"
+        )
+
+
 def run_official(args):
     """The official forward + loss + backward + SGD step on the same batch; prints one JSON line."""
     started = time.perf_counter()
@@ -346,6 +440,14 @@ def parse_args(argv=None):
         default="float32",
         help="comma list of Keras dtype policies, e.g. float32,mixed_bfloat16",
     )
+    parser.add_argument(
+        "--agreement",
+        type=int,
+        default=0,
+        help="instead: train this many steps on the synthetic set under each --policy "
+        "and compare the loss curves (e.g. --agreement 300 --policy float32,mixed_bfloat16 "
+        "--width 0.125 --depth 0.33 --image-size 128 --batch-size 8)",
+    )
     parser.add_argument("--grappler", default=None, help="tf.config.optimizer options, k=v,...")
     parser.add_argument(
         "--profile", action="store_true", help="time Python tracing apart and count nodes"
@@ -379,8 +481,18 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child == "official":
         return run_official(args)
+    if args.child is not None and args.child.startswith("agree:"):
+        return run_agreement(args)
     if args.child is not None:
         return run_keras(args)
+    if args.agreement:
+        policies = [m.strip() for m in args.policy.split(",") if m.strip()]
+        results = [child(args, f"agree:{policy}") for policy in policies]
+        report_agreement(results)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as file:
+                json.dump({"args": vars(args), "results": results}, file, indent=2)
+        return
     results = []
     batchnorms = [m.strip() for m in args.batchnorm.split(",") if m.strip()]
     policies = [m.strip() for m in args.policy.split(",") if m.strip()]
