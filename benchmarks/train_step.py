@@ -330,6 +330,25 @@ def run_official(args):
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, args.official)
+    import types
+
+    if not hasattr(np, "int"):
+        np.int = int  # the official code predates NumPy 1.24
+    # Modules the official code imports but a training step never calls
+    # (OpenCV, plotting, torchvision) get empty stand-ins when absent.
+    for name in ("cv2", "matplotlib", "matplotlib.pyplot", "torchvision", "torchvision.ops"):
+        try:
+            __import__(name)
+        except ImportError:
+            stand_in = types.ModuleType(name)
+
+            def anything(attribute):
+                if attribute.startswith("__"):
+                    raise AttributeError(attribute)
+                return lambda *args, **kwargs: None
+
+            stand_in.__getattr__ = anything
+            sys.modules[name] = stand_in
     from models.models import Darknet
     from utils.loss import compute_loss
 

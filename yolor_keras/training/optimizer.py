@@ -57,29 +57,6 @@ def _current_graph():
     return object()
 
 
-def _single_device_tensorflow():
-    """Whether updates run on the TensorFlow backend outside any tf.distribute strategy."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return not tf.distribute.has_strategy()
-
-
-def _read(variable):
-    """A snapshot of ``variable``'s value, which later assignments leave alone.
-
-    (`ops.convert_to_tensor` hands back the Keras variable itself.)
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if isinstance(variable, keras.Variable):
-            variable = variable.value
-        return tf.convert_to_tensor(variable)
-    return ops.copy(variable)
-
-
 def _schedule_value(schedule, step):
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return schedule(step)
@@ -397,31 +374,11 @@ class YOLORSGD(keras.optimizers.Optimizer):
             and self._use_weight_decay(variable)
         )
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not (self.official_accumulation and _single_device_tensorflow()):
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
-            return
-        # One conditional for all variables instead of one per variable: each
-        # conditional is traced as two functions, and with a few hundred
-        # variables those functions made most of the first step's tracing
-        # and graph-optimisation time. (Under tf.distribute the per-variable
-        # form stays, because the updates must go through the strategy's
-        # cross-replica `update`, which cannot run inside a conditional.)
+    def update_step(self, gradient, variable, learning_rate):
         values = self._step_values()
-        pairs = list(zip(grads, trainable_variables))
-
-        def step_all():
-            for gradient, variable in pairs:
-                self._official_step(gradient, variable, learning_rate, values)
-
-        def gather_all():
-            for gradient, variable in pairs:
-                self._official_gather(gradient, variable, values)
-
-        ops.cond(values["is_update"], step_all, gather_all)
-
-    def _gathered(self, gradient, variable, values):
-        """The accumulator of ``variable`` and the sum it holds with this batch's gradient."""
+        if not self.official_accumulation:
+            self._sgd_step(gradient, variable, learning_rate, values)
+            return
         accumulator = self._accumulated_gradients[self._get_variable_index(variable)]
         if "keep" in values:
             # The official loop zeroes the gradients before each epoch: what
@@ -429,32 +386,21 @@ class YOLORSGD(keras.optimizers.Optimizer):
             gathered = ops.where(values["keep"], accumulator, ops.zeros_like(accumulator))
         else:
             gathered = accumulator
-        return accumulator, gathered + ops.cast(gradient, accumulator.dtype)
+        gathered = gathered + ops.cast(gradient, accumulator.dtype)
 
-    def _official_step(self, gradient, variable, learning_rate, values):
-        accumulator, gathered = self._gathered(gradient, variable, values)
-        # The loss is scaled for `A` batches per step (the nominal batch);
-        # the official step applies the plain sum of the batches gathered,
-        # so the sum is divided by `A`, whatever their number.
-        self._sgd_step(
-            gathered / float(self.gradient_accumulation_steps), variable, learning_rate, values
-        )
-        self.assign(accumulator, ops.zeros_like(accumulator))
+        def step():
+            # The loss is scaled for `A` batches per step (the nominal
+            # batch); the official step applies the plain sum of the batches
+            # gathered, so the sum is divided by `A`, whatever their number.
+            self._sgd_step(
+                gathered / float(self.gradient_accumulation_steps), variable, learning_rate, values
+            )
+            self.assign(accumulator, ops.zeros_like(accumulator))
 
-    def _official_gather(self, gradient, variable, values):
-        accumulator, gathered = self._gathered(gradient, variable, values)
-        self.assign(accumulator, gathered)
+        def gather():
+            self.assign(accumulator, gathered)
 
-    def update_step(self, gradient, variable, learning_rate):
-        values = self._step_values()
-        if not self.official_accumulation:
-            self._sgd_step(gradient, variable, learning_rate, values)
-            return
-        ops.cond(
-            values["is_update"],
-            lambda: self._official_step(gradient, variable, learning_rate, values),
-            lambda: self._official_gather(gradient, variable, values),
-        )
+        ops.cond(values["is_update"], step, gather)
 
     def _sgd_step(self, gradient, variable, learning_rate, values):
         dtype = variable.dtype
@@ -465,23 +411,19 @@ class YOLORSGD(keras.optimizers.Optimizer):
         learning_rate = ops.cast(learning_rate, dtype)
         momentum = ops.cast(values["momentum"], dtype)
         gradient = ops.cast(gradient, dtype)
-        # Each variable is read once: in a traced step every read of a
-        # variable is another op (and another capture inside a conditional).
-        value = _read(variable)
         if self._decays(variable):
-            gradient = gradient + ops.cast(self.kernel_weight_decay, dtype) * value
-        velocity_variable = self.momentums[self._get_variable_index(variable)]
-        velocity = momentum * velocity_variable + gradient
-        self.assign(velocity_variable, velocity)
+            gradient = gradient + ops.cast(self.kernel_weight_decay, dtype) * variable
+        velocity = self.momentums[self._get_variable_index(variable)]
+        self.assign(velocity, momentum * velocity + gradient)
         step = gradient + momentum * velocity if self.nesterov else velocity
-        updated = value - learning_rate * step
-        self.assign(variable, updated)
         if self.averages:
             average = self.averages[self._get_variable_index(variable)]
             # The EMA starts as a copy of the weights before the first update.
-            previous = ops.where(values["first_update"], value, average)
+            self.assign(average, ops.where(values["first_update"], variable, average))
+        self.assign_sub(variable, learning_rate * step)
+        if self.averages:
             decay = ops.cast(values["ema_decay"], dtype)
-            self.assign(average, decay * previous + (1.0 - decay) * updated)
+            self.assign(average, decay * average + (1.0 - decay) * variable)
 
     def ema_values(self, variables):
         """The EMA value of each of ``variables`` (None if it has none)."""
