@@ -63,3 +63,55 @@ def tiny_saved_model(tmp_path_factory):
         return destination
 
     return copy
+
+
+# The optimizer settings of the checkpoint tests' tiny task: the official
+# hyp.scratch values with a 2-step warmup, so a few updates cross it.
+CHECKPOINT_HYP = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=1.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+    warmup_min_steps=2,
+)
+
+
+@pytest.fixture(scope="session")
+def compiled_tiny_task():
+    """A function building the task a training checkpoint holds, fresh on every call.
+
+    A tiny YOLOR-P6 (classes "a" and "b") compiled as the trainer compiles
+    it (`build_optimizer` with `CHECKPOINT_HYP`: 3 batches of 4 per epoch,
+    4 epochs; the recipe's loss settings at batch 4) with its optimizer
+    built, so no training step is traced. The checkpoint, atomic-write and
+    continued-stage tests share it; each gets its own task to change.
+    """
+
+    def build(seed=0):
+        from yolor_keras.tasks import YOLORObjectDetector
+        from yolor_keras.training.optimizer import build_optimizer
+        from yolor_keras.training.recipe import Recipe
+        from yolor_keras.training.recipe import loss_settings
+
+        keras.utils.set_random_seed(seed)
+        task = YOLORObjectDetector.from_preset(
+            "yolor_p6",
+            num_classes=2,
+            width_multiplier=0.125,
+            depth_multiplier=0.33,
+            class_names=["a", "b"],
+        )
+        task.compile(
+            optimizer=build_optimizer(
+                CHECKPOINT_HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
+            ),
+            **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
+        )
+        task.optimizer.build(task.trainable_variables)
+        return task
+
+    build.hyp = CHECKPOINT_HYP
+    return build

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
@@ -27,41 +26,11 @@ from yolor_keras.training.callbacks import save_checkpoint
 from yolor_keras.training.trainer import prepare_run_directory
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-HYP = dict(
-    lr0=0.01,
-    lrf=0.2,
-    momentum=0.937,
-    weight_decay=5e-4,
-    warmup_epochs=1.0,
-    warmup_momentum=0.8,
-    warmup_bias_lr=0.1,
-    warmup_min_steps=2,
-)
 
 
 @pytest.fixture(scope="module")
-def task():
-    from yolor_keras.tasks import YOLORObjectDetector
-    from yolor_keras.training.optimizer import build_optimizer
-    from yolor_keras.training.recipe import Recipe
-    from yolor_keras.training.recipe import loss_settings
-
-    keras.utils.set_random_seed(1)
-    task = YOLORObjectDetector.from_preset(
-        "yolor_p6",
-        num_classes=2,
-        width_multiplier=0.125,
-        depth_multiplier=0.33,
-        class_names=["a", "b"],
-    )
-    task.compile(
-        optimizer=build_optimizer(
-            HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
-        ),
-        **{**loss_settings(Recipe()), "loss_scale": 4.0},
-    )
-    task.optimizer.build(task.trainable_variables)
-    return task
+def task(compiled_tiny_task):
+    return compiled_tiny_task(seed=1)
 
 
 def _step(task, seed):

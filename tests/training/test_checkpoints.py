@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
@@ -20,41 +19,6 @@ from yolor_keras.training.trainer import RunDirectoryError
 from yolor_keras.training.trainer import prepare_run_directory
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-HYP = dict(
-    lr0=0.01,
-    lrf=0.2,
-    momentum=0.937,
-    weight_decay=5e-4,
-    warmup_epochs=1.0,
-    warmup_momentum=0.8,
-    warmup_bias_lr=0.1,
-    warmup_min_steps=2,
-)
-
-
-def tiny_task(seed=0):
-    """A compiled tiny YOLOR-P6 task whose optimizer is built (no training step traced)."""
-    from yolor_keras.tasks import YOLORObjectDetector
-    from yolor_keras.training.optimizer import build_optimizer
-    from yolor_keras.training.recipe import Recipe
-    from yolor_keras.training.recipe import loss_settings
-
-    keras.utils.set_random_seed(seed)
-    task = YOLORObjectDetector.from_preset(
-        "yolor_p6",
-        num_classes=2,
-        width_multiplier=0.125,
-        depth_multiplier=0.33,
-        class_names=["a", "b"],
-    )
-    task.compile(
-        optimizer=build_optimizer(
-            HYP, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
-        ),
-        **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
-    )
-    task.optimizer.build(task.trainable_variables)
-    return task
 
 
 def take_steps(task, count, seed):
@@ -76,8 +40,8 @@ def values(variables):
 
 
 @pytest.fixture(scope="module")
-def task():
-    return tiny_task()
+def task(compiled_tiny_task):
+    return compiled_tiny_task(seed=0)
 
 
 def test_checkpoints_rotate_keep_the_previous_and_chosen_ones_and_load_back(task, tmp_path):

@@ -229,43 +229,19 @@ def test_a_continued_stage_near_warmup_follows_the_official_loop(first_epochs):
     assert expected[(14, 99)][2] == (0.95 if first_epochs * nb <= 1000 else 0.937)
 
 
-HYP_TINY = dict(
-    lr0=0.01,
-    lrf=0.2,
-    momentum=0.937,
-    weight_decay=5e-4,
-    warmup_epochs=1.0,
-    warmup_momentum=0.8,
-    warmup_bias_lr=0.1,
-    warmup_min_steps=2,
-)
-
-
-def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_boundary(tmp_path):
+def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_boundary(
+    tmp_path, compiled_tiny_task
+):
     """One boundary, fast: a checkpoint after 2 epochs of 3 batches, continued as a 9-mosaic tune stage to 8 epochs."""
-    from yolor_keras.tasks import YOLORObjectDetector
     from yolor_keras.training.callbacks import optimizer_counters
     from yolor_keras.training.callbacks import save_checkpoint
     from yolor_keras.training.recipe import OptimizerConfig
     from yolor_keras.training.recipe import Recipe
-    from yolor_keras.training.recipe import loss_settings
     from yolor_keras.training.trainer import continue_task
     from yolor_keras.training.trainer import stage_recipe
 
-    keras.utils.set_random_seed(0)
-    previous = YOLORObjectDetector.from_preset(
-        "yolor_p6",
-        num_classes=2,
-        width_multiplier=0.125,
-        depth_multiplier=0.33,
-        class_names=["a", "b"],
-    )
-    previous.compile(
-        optimizer=build_optimizer(
-            HYP_TINY, steps_per_epoch=3, epochs=4, batch_size=4, nominal_batch_size=4
-        ),
-        **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
-    )
+    # Compiled as a 4-epoch run of 3 batches of 4.
+    previous = compiled_tiny_task(seed=0)
     variables = previous.trainable_variables
     rng = np.random.default_rng(0)
     for _ in range(6):  # two epochs of three batches
@@ -277,7 +253,7 @@ def test_continue_from_carries_epoch_optimizer_and_ema_update_count_over_a_bound
         previous, {"epoch": 2, "step": 6, "updates": 6, "logs": {}}, str(tmp_path / "first")
     )
 
-    recipe = Recipe(optimizer=OptimizerConfig(**HYP_TINY)).override(
+    recipe = Recipe(optimizer=OptimizerConfig(**compiled_tiny_task.hyp)).override(
         epochs=8, batch_size=4, nominal_batch_size=4
     )
     recipe = stage_recipe(recipe, "tune")
