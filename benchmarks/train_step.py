@@ -352,6 +352,18 @@ def run_official(args):
     from models.models import Darknet
     from utils.loss import compute_loss
 
+    # The official `build_targets` clamps integer cell indices with float
+    # tensor bounds, which torch 2.x refuses; the bounds are whole numbers.
+    clamp_ = torch.Tensor.clamp_
+
+    def integer_safe_clamp_(tensor, min=None, max=None):  # noqa: A002 (torch's names)
+        if not tensor.is_floating_point():
+            min = int(min) if isinstance(min, torch.Tensor) else min
+            max = int(max) if isinstance(max, torch.Tensor) else max
+        return clamp_(tensor, min, max)
+
+    torch.Tensor.clamp_ = integer_safe_clamp_
+
     result = {"kind": "official", "threads": torch.get_num_threads()}
     result["import_s"] = time.perf_counter() - started
     torch.manual_seed(0)
