@@ -110,7 +110,6 @@ def compiled_tiny_task():
             ),
             **(loss_settings(Recipe()) | {"loss_scale": 4.0}),
         )
-        task.optimizer.build(task.trainable_variables)
         return task
 
     build.hyp = CHECKPOINT_HYP

@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # list against the source tree.
 SERIALIZABLE_MODULES = (
     "layers.anchor_split",
+    "layers.batch_normalization",
     "layers.channel_affine",
     "layers.fused_conv",
     "layers.image_converter",

@@ -47,6 +47,22 @@ def test_hand_built_task_trains_at_the_official_gradient_scale(task):
     )
 
 
+def test_fit_traces_its_train_step_once():
+    # A variable created while the step is traced (the optimizer's, when it
+    # is built on the first step) makes TensorFlow trace the step again.
+    keras.utils.set_random_seed(2)
+    backbone = YOLORBackbone.from_preset("yolor_p6", **TINY)
+    fresh = YOLORObjectDetector(backbone, heads=[DetectionHead(3)], class_names=["a", "b", "c"])
+    fresh.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss_scale=2.0)
+    assert fresh.optimizer.built
+    traces = []
+    train_step = fresh.train_step
+    fresh.train_step = lambda data: (traces.append(1), train_step(data))[1]
+    fresh.fit(IMAGES, LABELS, batch_size=1, epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert int(fresh.optimizer.iterations) == 4
+
+
 def test_training_without_compile_is_refused(task):
     fresh = YOLORObjectDetector.from_config(task.get_config())
     with pytest.raises(ValueError, match="compile"):

@@ -112,7 +112,6 @@ def tiny_task():
         "yolor_csp", num_classes=3, width_multiplier=0.125, depth_multiplier=0.33, image_size=64
     )
     task.compile(optimizer=YOLORSGD(learning_rate=1e-3, ema_ramp=RAMP), loss_scale=2.0)
-    task.optimizer.build(task.trainable_variables)
     bn_layers = []
     for layer in task._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization) and layer not in bn_layers:
