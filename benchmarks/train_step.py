@@ -178,12 +178,10 @@ def run_keras(args):
     )
     result["rss_after_build_gb"] = peak_rss_gb()
 
-    # Keras builds the optimizer on the first `train_on_batch`; done here so
-    # that its (eager) variable creation is timed apart from the trace.
-    tick = time.perf_counter()
-    task.optimizer.build(task.trainable_variables)
-    result["optimizer_build_s"] = time.perf_counter() - tick
-    note(f"optimizer built in {result['optimizer_build_s']:.1f} s")
+    # `compile` has built the optimizer (its eager variable creation is in
+    # build_s): variables created inside the first trace would make
+    # TensorFlow trace the step twice.
+    assert task.optimizer.built
 
     # The train step's Python body runs once per trace: counting its calls
     # counts traces (a retrace on a later step would show here).
