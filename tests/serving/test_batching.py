@@ -18,6 +18,7 @@ import tensorflow as tf
 from deployment_helper import encode
 from deployment_helper import scene
 from deployment_helper import tiny_detector
+from detection_matching import assert_same_detections as same_detections
 
 from yolor_keras.inference import Predictor
 from yolor_keras.serving import cli
@@ -287,25 +288,7 @@ SCORE_RTOL = 1e-5
 
 def assert_same_detections(got, want, box_atol=BOX_ATOL):
     """Equal detections to float tolerance; exactly tied scores may swap places."""
-    assert len(got["scores"]) == len(want["scores"])
-    np.testing.assert_allclose(got["scores"], want["scores"], rtol=SCORE_RTOL)
-    unmatched = list(range(len(want["scores"])))
-    for box, score, label in zip(got["boxes"], got["scores"], got["classes"]):
-        match = next(
-            (
-                index
-                for index in unmatched
-                if want["classes"][index] == label
-                and np.allclose(box, want["boxes"][index], rtol=0, atol=box_atol)
-                and np.isclose(score, want["scores"][index], rtol=SCORE_RTOL)
-            ),
-            None,
-        )
-        nearest = min(
-            (float(np.abs(box - other).max()) for other in want["boxes"]), default=float("inf")
-        )
-        assert match is not None, (box, score, label, f"nearest box differs by {nearest:.2e} px")
-        unmatched.remove(match)
+    same_detections(got, want, box_atol=box_atol, score_rtol=SCORE_RTOL)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from deployment_helper import encode
 from deployment_helper import png_header_only
 from deployment_helper import scene
 from deployment_helper import tiny_detector
+from detection_matching import assert_same_detections as same_detections
 
 from yolor_keras.inference import Predictor
 from yolor_keras.serving import Client
@@ -115,22 +116,7 @@ def assert_same_detections(got, want):
     """Same detections per image; exactly tied scores may come in any order."""
     assert len(got) == len(want)
     for have, expected_result in zip(got, want):
-        assert len(have["scores"]) == len(expected_result["scores"])
-        np.testing.assert_allclose(have["scores"], expected_result["scores"], rtol=1e-5)
-        unmatched = list(range(len(expected_result["scores"])))
-        for box, score, label in zip(have["boxes"], have["scores"], have["classes"]):
-            match = next(
-                (
-                    index
-                    for index in unmatched
-                    if expected_result["classes"][index] == label
-                    and np.allclose(box, expected_result["boxes"][index], rtol=1e-5, atol=1e-3)
-                    and np.isclose(score, expected_result["scores"][index], rtol=1e-5)
-                ),
-                None,
-            )
-            assert match is not None, (box, score, label)
-            unmatched.remove(match)
+        same_detections(have, expected_result, box_atol=1e-3, box_rtol=1e-5)
 
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
