@@ -548,8 +548,9 @@ def train(
         if first_dataset is not None:
             dataset, first_dataset = first_dataset, None
         else:
-            # The previous epoch's pipeline (and its image cache) is released
-            # before this one is built.
+            # The previous epoch's pipeline is released before this one is
+            # built; a memory cache of decoded images is kept and reused
+            # (`pipeline.MEMORY_CACHES`).
             dataset = None
             dataset = epoch_dataset(epoch)[0]
         if steps_per_epoch is not None:
