@@ -64,8 +64,10 @@ def _deploy_conv(node, x):
 
 def _conv(node, inputs, bn_epsilon, deploy):
     x = inputs[0]
-    if deploy and (node["bias"] or node["bn_name"] is not None):
+    has_bn = node["bn_name"] is not None
+    if deploy and (node["bias"] or has_bn):
         return _deploy_conv(node, x)
+    # From here on: the training form, or a deploy conv with no bias.
     kernel, stride = node["kernel"], node["stride"]
     padding = "valid"
     if kernel > 1:
@@ -76,19 +78,18 @@ def _conv(node, inputs, bn_epsilon, deploy):
         else:
             # "same" would pad only bottom/right here; PyTorch pads all sides.
             x = keras.layers.ZeroPadding2D(kernel // 2, name=keras_name(node["pad_name"]))(x)
-    has_bn = node["bn_name"] is not None
     kernel_initializer, bias_initializer = torch_conv_initializers(kernel, x.shape[-1])
     x = keras.layers.Conv2D(
         node["filters"],
         kernel,
         strides=stride,
         padding=padding,
-        use_bias=node["bias"] or (deploy and has_bn),
+        use_bias=node["bias"],
         kernel_initializer=kernel_initializer,
         bias_initializer=bias_initializer,
         name=keras_name(node["conv_name"]),
     )(x)
-    if has_bn and not deploy:
+    if has_bn:
         x = BatchNormalization(
             epsilon=bn_epsilon, momentum=BATCHNORM_MOMENTUM, name=keras_name(node["bn_name"])
         )(x)
