@@ -12,6 +12,17 @@ from yolor_keras.training import YOLORLearningRate
 from yolor_keras.training import YOLORMomentum
 from yolor_keras.training import build_optimizer
 
+# The optimizer values of the official hyp.scratch recipes.
+SCRATCH_OPTIMIZER = dict(
+    lr0=0.01,
+    lrf=0.2,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=3.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+)
+
 
 def _variables(rng):
     return [
@@ -131,15 +142,7 @@ def test_learning_rate_schedule_by_hand():
 
 
 def test_build_optimizer_accumulates_to_the_nominal_batch():
-    recipe = dict(
-        lr0=0.01,
-        lrf=0.2,
-        momentum=0.937,
-        weight_decay=5e-4,
-        warmup_epochs=3.0,
-        warmup_momentum=0.8,
-        warmup_bias_lr=0.1,
-    )
+    recipe = dict(SCRATCH_OPTIMIZER)
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=16)
     assert optimizer.gradient_accumulation_steps == 4
     assert optimizer.kernel_weight_decay == pytest.approx(5e-4)
@@ -150,15 +153,7 @@ def test_build_optimizer_accumulates_to_the_nominal_batch():
 
 
 def test_config_round_trip():
-    recipe = dict(
-        lr0=0.01,
-        lrf=0.2,
-        momentum=0.937,
-        weight_decay=5e-4,
-        warmup_epochs=3.0,
-        warmup_momentum=0.8,
-        warmup_bias_lr=0.1,
-    )
+    recipe = dict(SCRATCH_OPTIMIZER)
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=8)
     restored = YOLORSGD.from_config(optimizer.get_config())
     assert restored.get_config() == optimizer.get_config()
@@ -249,17 +244,7 @@ def test_accumulated_updates_follow_the_official_loop():
 
 
 def test_build_optimizer_reads_ema_decay_and_ramps_accumulation():
-    recipe = dict(
-        lr0=0.01,
-        lrf=0.2,
-        momentum=0.937,
-        weight_decay=5e-4,
-        warmup_epochs=3.0,
-        warmup_momentum=0.8,
-        warmup_bias_lr=0.1,
-        warmup_min_steps=10,
-        ema_decay=0.99,
-    )
+    recipe = dict(SCRATCH_OPTIMIZER, warmup_min_steps=10, ema_decay=0.99)
     optimizer = build_optimizer(recipe, steps_per_epoch=50, epochs=10, batch_size=24)
     assert optimizer.ema_decay == pytest.approx(0.99)
     assert optimizer.gradient_accumulation_steps == 3  # round(64 / 24)

@@ -108,11 +108,15 @@ def training_cache(args):
         return False
     if args.cache is None:
         return "memory"
-    if args.cache == "memory" or (args.cache.startswith("disk:") and args.cache[len("disk:") :]):
-        return args.cache
-    raise ValueError(
-        f"--cache {args.cache!r}: use memory, disk:FOLDER (a folder for decoded images) or none"
-    )
+    from yolor_keras.data.pipeline import parse_cache
+
+    try:
+        parse_cache(args.cache)
+    except ValueError:
+        raise ValueError(
+            f"--cache {args.cache!r}: use memory, disk:FOLDER (a folder for decoded images) or none"
+        ) from None
+    return args.cache
 
 
 def run(args):
